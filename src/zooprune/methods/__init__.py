@@ -1,0 +1,17 @@
+"""Pruning methods: pure tensor functions registered by name (see ``base.py`` for the contract).
+
+Importing this package registers every built-in method; ``list_methods()`` names them.
+"""
+
+from __future__ import annotations
+
+from . import none, norm, random, zoo  # noqa: F401  (registration side effects)
+from .base import METHODS, Method, PruneContext, Selection, get_method, register_method
+
+
+def list_methods() -> list[str]:
+    """Names of every registered pruning method."""
+    return METHODS.names()
+
+
+__all__ = ["METHODS", "Method", "PruneContext", "Selection", "get_method", "list_methods", "register_method"]

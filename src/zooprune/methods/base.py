@@ -1,0 +1,137 @@
+"""The method contract: what a pruning method reads, what it returns, how it is registered.
+
+A method is a pure tensor function ``fn(ctx: PruneContext, k: int) -> Selection`` for one
+image (or one crop). It never imports transformers: model-family knowledge lives in
+``zooprune.adapters``, which fill a :class:`PruneContext` with exactly what the method
+declares in ``needs`` and splice the result back into the language model's inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from ..registry import Registry
+
+#: What a method can ask the adapter for (besides ``projected``, which is always there).
+NEEDS = frozenset({"features", "projector", "grid", "cls_attention", "keys", "instruction", "llm_layer"})
+
+
+@dataclass
+class PruneContext:
+    """Everything a method may read about one image (or one crop of it).
+
+    Attributes:
+        projected: ``(N, d_l)`` projected visual tokens, as the language model would see them.
+        features: ``(N, d_v)`` pre-projector features (the projector's input), or None.
+        projector: callable ``(..., d_v) -> (..., d_l)`` in float32 (a float32 copy of the
+            model's projector), or None.
+        grid: ``(rows, cols)`` of the token grid in image order (``rows * cols == N``), or None.
+        cls_attention: ``(N,)`` head-averaged attention from the vision [CLS] token to each
+            patch at the vision layer the model reads, or None.
+        keys: ``(N, d_k)`` vision-attention keys (heads concatenated) at that layer, or None.
+        instruction: ``(T, d_l)`` input embeddings of the prompt's text tokens, or None.
+        generator: seeded ``torch.Generator`` (CPU) for methods that draw random numbers.
+        options: method-specific keyword options (e.g. ``num_directions`` for zoo).
+    """
+
+    projected: Tensor
+    features: Tensor | None = None
+    projector: Callable[[Tensor], Tensor] | None = None
+    grid: tuple[int, int] | None = None
+    cls_attention: Tensor | None = None
+    keys: Tensor | None = None
+    instruction: Tensor | None = None
+    generator: torch.Generator | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.projected.shape[0])
+
+    def require(self, *names: str, method: str) -> None:
+        """Raise a clear error if a field the method needs was not provided by the adapter."""
+        missing = [n for n in names if getattr(self, n) is None]
+        if missing:
+            raise ValueError(
+                f"method {method!r} needs {', '.join(missing)}, which this model's adapter did not provide"
+            )
+
+
+@dataclass
+class Selection:
+    """What a method returns for one image.
+
+    Attributes:
+        indices: ``(k,)`` LongTensor, kept token indices into the N input tokens, sorted
+            ascending (original order), unique.
+        scores: ``(N,)`` float32 per-token scores the method ranked by (for reports and
+            heatmaps), or None.
+        tokens: ``(k', d_l)`` tokens to place in the image slot instead of
+            ``projected[indices]`` (methods that merge, e.g. visionzip), or None.
+    """
+
+    indices: Tensor
+    scores: Tensor | None = None
+    tokens: Tensor | None = None
+
+
+MethodFn = Callable[[PruneContext, int], Selection]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered pruning method.
+
+    Attributes:
+        name: registry name (``zooprune.list_methods()``).
+        fn: ``fn(ctx, k) -> Selection``.
+        needs: the :class:`PruneContext` fields the adapter must fill (see ``NEEDS``).
+        stage: ``"pre_llm"`` (prunes before language-model layer 0) or ``"in_llm"``.
+        summary: one line for ``--help`` and the support matrix.
+    """
+
+    name: str
+    fn: MethodFn
+    needs: frozenset[str] = frozenset()
+    stage: Literal["pre_llm", "in_llm"] = "pre_llm"
+    summary: str = ""
+
+    def __call__(self, ctx: PruneContext, k: int) -> Selection:
+        return self.fn(ctx, k)
+
+
+METHODS: Registry[Method] = Registry("pruning method")
+
+
+def register_method(
+    name: str,
+    *,
+    needs: tuple[str, ...] = (),
+    stage: Literal["pre_llm", "in_llm"] = "pre_llm",
+    summary: str = "",
+    aliases: tuple[str, ...] = (),
+) -> Callable[[MethodFn], MethodFn]:
+    """Register ``fn(ctx, k) -> Selection`` under ``name``; returns ``fn`` unchanged."""
+    unknown = set(needs) - NEEDS
+    if unknown:
+        raise ValueError(f"unknown needs {sorted(unknown)}; choose from {sorted(NEEDS)}")
+
+    def deco(fn: MethodFn) -> MethodFn:
+        METHODS.add(name, Method(name, fn, frozenset(needs), stage, summary), aliases)
+        return fn
+
+    return deco
+
+
+def get_method(name: str) -> Method:
+    return METHODS.get(name)
+
+
+def sorted_unique(indices: Tensor) -> Tensor:
+    """``(k,)`` -> sorted ascending LongTensor (the original token order)."""
+    return torch.sort(indices.long()).values
