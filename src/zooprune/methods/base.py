@@ -73,11 +73,13 @@ class Selection:
             heatmaps), or None.
         tokens: ``(k', d_l)`` tokens to place in the image slot instead of
             ``projected[indices]`` (methods that merge, e.g. visionzip), or None.
+        timings: optional milliseconds of the method's phases (e.g. ``score``, ``select``).
     """
 
     indices: Tensor
     scores: Tensor | None = None
     tokens: Tensor | None = None
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 MethodFn = Callable[[PruneContext, int], Selection]

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..report import timed
 from .base import PruneContext, Selection, register_method, sorted_unique
 
 #: Elements (B * chunk * N * (d_v + d_l)) one perturbation chunk may hold; ~64 MiB in float32.
@@ -195,8 +196,12 @@ def _scores(ctx: PruneContext, method: str) -> Tensor:
 )
 def zoo(ctx: PruneContext, k: int) -> Selection:
     """ZOO-Prune for one image: sensitivity through the projector, then SADS selection."""
-    scores = _scores(ctx, "zoo")  # (N,)
-    return Selection(indices=select(ctx.projected, scores, k), scores=scores)
+    timings: dict[str, float] = {}
+    with timed(timings, "score"):
+        scores = _scores(ctx, "zoo")  # (N,)
+    with timed(timings, "select"):
+        kept = select(ctx.projected, scores, k)  # (k,)
+    return Selection(indices=kept, scores=scores, timings=timings)
 
 
 @register_method(
@@ -206,5 +211,9 @@ def zoo(ctx: PruneContext, k: int) -> Selection:
 )
 def zoo_sensitivity(ctx: PruneContext, k: int) -> Selection:
     """Ablation of ZOO-Prune: keep the k most sensitive tokens, no diversity term."""
-    scores = _scores(ctx, "zoo-sensitivity")  # (N,)
-    return Selection(indices=sorted_unique(scores.topk(k).indices), scores=scores)
+    timings: dict[str, float] = {}
+    with timed(timings, "score"):
+        scores = _scores(ctx, "zoo-sensitivity")  # (N,)
+    with timed(timings, "select"):
+        kept = sorted_unique(scores.topk(k).indices)
+    return Selection(indices=kept, scores=scores, timings=timings)

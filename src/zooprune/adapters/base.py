@@ -1,0 +1,217 @@
+"""The adapter contract: where a model family's visual tokens live and how inputs are rebuilt.
+
+An adapter wraps one model instance. Family files implement :meth:`VLMAdapter.encode`
+(vision tower -> pre-projector features -> projected tokens, per image); the shared
+:meth:`VLMAdapter.prepare` runs the method on every image and splices the kept tokens into
+``inputs_embeds`` for a stock ``model.generate`` / ``model.forward``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ..config import PruneConfig, resolve_budget
+from ..methods import PruneContext, Selection, get_method
+from ..methods.zoo import float32_projector
+from ..report import PruneReport, timed
+from .splice import SplicedInputs, splice_visual_tokens
+
+
+@dataclass
+class ImageTokens:
+    """One image's visual tokens before pruning.
+
+    Attributes:
+        projected: ``(N, d_l)`` projected tokens (what the language model would see).
+        features: ``(N, d_v)`` pre-projector features.
+        grid: ``(rows, cols)`` token grid in image order, or None.
+        cls_attention: ``(N,)`` head-averaged [CLS] attention at the read vision layer, or None.
+        keys: ``(N, d_k)`` attention keys at that layer, or None.
+    """
+
+    projected: Tensor
+    features: Tensor | None = None
+    grid: tuple[int, int] | None = None
+    cls_attention: Tensor | None = None
+    keys: Tensor | None = None
+
+
+@dataclass
+class PreparedInputs:
+    """Pruned language-model inputs plus one report per image."""
+
+    spliced: SplicedInputs
+    reports: list[PruneReport]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def model_kwargs(self) -> dict[str, Tensor]:
+        """Keyword arguments for the stock ``model.generate`` / ``model.forward``."""
+        return {"inputs_embeds": self.spliced.inputs_embeds, "attention_mask": self.spliced.attention_mask}
+
+
+class VLMAdapter:
+    """Base class of the per-family adapters (one instance per model instance)."""
+
+    #: ``config.model_type`` values this adapter handles.
+    model_types: ClassVar[tuple[str, ...]] = ()
+    #: transformers class used by :func:`zooprune.load` for this family.
+    model_class: ClassVar[str] = ""
+    #: processor outputs besides input_ids / attention_mask / pixel_values that ``encode`` reads.
+    vision_input_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self._projector32: Callable[[Tensor], Tensor] | None = None
+
+    # ---- family specifics -------------------------------------------------------------
+    def encode(self, pixel_values: Tensor, needs: frozenset[str], **extras: Any) -> list[ImageTokens]:
+        """Run the vision side; one :class:`ImageTokens` per image, in batch order."""
+        raise NotImplementedError
+
+    def projector(self) -> nn.Module:
+        """The model's projector module (pre-projector features -> language-model embeddings)."""
+        raise NotImplementedError
+
+    @property
+    def image_token_id(self) -> int:
+        return int(self.model.config.image_token_id)
+
+    # ---- shared -----------------------------------------------------------------------
+    def float32_projector(self) -> Callable[[Tensor], Tensor]:
+        """The projector in float32 for scoring: the module itself if it is float32, else a copy
+        made once per adapter (attach again after changing a half-precision model's weights)."""
+        if self._projector32 is None:
+            self._projector32 = float32_projector(self.projector())
+        return self._projector32
+
+    def embed(self, input_ids: Tensor) -> Tensor:
+        """``(B, L)`` ids -> ``(B, L, d_l)`` input embeddings (placeholders embedded as is)."""
+        return self.model.get_input_embeddings()(input_ids)
+
+    def prepare(
+        self,
+        config: PruneConfig,
+        input_ids: Tensor,
+        attention_mask: Tensor | None,
+        pixel_values: Tensor,
+        **extras: Any,
+    ) -> PreparedInputs:
+        """Encode images, prune each with ``config``, and rebuild left-padded inputs.
+
+        Args:
+            config: method, budget and seed.
+            input_ids: ``(B, L)`` processor output with N_i placeholder tokens per image.
+            attention_mask: ``(B, L)`` or None.
+            pixel_values: processor output for the images, in order of appearance.
+            extras: family inputs from the processor (e.g. ``image_sizes``).
+        """
+        method = get_method(config.method)
+        timings: dict[str, float] = {}
+        with torch.no_grad():
+            with timed(timings, "encode"):
+                images = self.encode(pixel_values, method.needs, **extras)
+            text_embeds = self.embed(input_ids)  # (B, L, d_l)
+            owners = image_owners(input_ids, self.image_token_id, [im.projected.shape[0] for im in images])
+            projector32 = self.float32_projector() if "projector" in method.needs else None
+            kept_tokens, kept_sources, reports = [], [], []
+            for i, image in enumerate(images):
+                n = image.projected.shape[0]
+                k = n if method.name == "none" else resolve_budget(config.keep, n)
+                ctx = PruneContext(
+                    projected=image.projected,
+                    features=image.features,
+                    projector=projector32,
+                    grid=image.grid,
+                    cls_attention=image.cls_attention,
+                    keys=image.keys,
+                    instruction=self.instruction(input_ids[owners[i]], attention_mask, owners[i], text_embeds)
+                    if "instruction" in method.needs
+                    else None,
+                    generator=torch.Generator().manual_seed(config.seed),
+                    options=dict(config.options),
+                )
+                image_timings: dict[str, float] = {}
+                with timed(image_timings, "prune"):
+                    sel = method(ctx, k)
+                check_selection(sel, n, method.name)
+                tokens = sel.tokens if sel.tokens is not None else image.projected[sel.indices]
+                kept_tokens.append(tokens)
+                kept_sources.append(sel.indices)
+                image_timings = {"score": 0.0, "select": image_timings["prune"], **sel.timings}
+                reports.append(
+                    PruneReport(
+                        method=method.name,
+                        keep=config.keep,
+                        tokens_before=n,
+                        tokens_after=int(tokens.shape[0]),
+                        kept_indices=sel.indices.cpu(),
+                        scores=None if sel.scores is None else sel.scores.float().cpu(),
+                        grid=image.grid,
+                        timings=image_timings,
+                    )
+                )
+                timings["score"] = timings.get("score", 0.0) + image_timings["score"]
+                timings["select"] = timings.get("select", 0.0) + image_timings["select"]
+            spliced = splice_visual_tokens(
+                input_ids,
+                attention_mask,
+                text_embeds,
+                self.image_token_id,
+                [im.projected.shape[0] for im in images],
+                kept_tokens,
+                kept_sources,
+                pad_id=self.pad_token_id(),
+            )
+        for r in reports:
+            r.timings["encode"] = timings["encode"]
+        return PreparedInputs(spliced, reports, timings)
+
+    def instruction(
+        self, ids: Tensor, attention_mask: Tensor | None, row: int, text_embeds: Tensor
+    ) -> Tensor:
+        """``(T, d_l)`` embeddings of the text tokens of prompt ``row`` (no placeholders, no padding)."""
+        keep = ids != self.image_token_id
+        if attention_mask is not None:
+            keep &= attention_mask[row].bool()
+        return text_embeds[row][keep]
+
+    def pad_token_id(self) -> int:
+        pad = getattr(self.model.generation_config, "pad_token_id", None)
+        if pad is None:
+            pad = getattr(self.model.config, "pad_token_id", None)
+        return int(pad) if isinstance(pad, int) else 0
+
+
+def image_owners(input_ids: Tensor, image_token_id: int, tokens_per_image: list[int]) -> list[int]:
+    """Which prompt (batch row) each image belongs to, from the placeholder counts per row."""
+    counts = (input_ids == image_token_id).sum(dim=1).tolist()
+    owners, row, filled = [], 0, 0
+    for n in tokens_per_image:
+        while row < len(counts) and filled >= counts[row]:
+            row, filled = row + 1, 0
+        if row >= len(counts):
+            raise ValueError(
+                f"{len(tokens_per_image)} images were given but the prompts only hold placeholders for "
+                f"{len(owners)}: every image needs an image token in its prompt"
+            )
+        owners.append(row)
+        filled += n
+    return owners
+
+
+def check_selection(sel: Selection, n: int, method: str) -> None:
+    """Validate a method's output: 1-D, sorted, unique, in range, tokens consistent."""
+    idx = sel.indices
+    if idx.dim() != 1 or idx.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"method {method!r} returned indices of shape {tuple(idx.shape)} / {idx.dtype}")
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
+        raise ValueError(f"method {method!r} returned indices outside [0, {n})")
+    if idx.numel() > 1 and not bool((idx[1:] > idx[:-1]).all()):
+        raise ValueError(f"method {method!r} returned indices that are not sorted and unique")
+    if sel.tokens is not None and sel.tokens.shape[0] < idx.numel():
+        raise ValueError(f"method {method!r} returned fewer tokens than kept indices")

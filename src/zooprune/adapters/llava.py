@@ -1,0 +1,96 @@
+"""LLaVA-1.5 (``LlavaForConditionalGeneration``, the llava-hf checkpoint layout).
+
+Vision tower -> hidden state ``config.vision_feature_layer`` (CLS dropped under the
+"default" select strategy) -> ``model.model.multi_modal_projector`` (token-wise MLP). This
+mirrors ``LlavaModel.get_image_features`` in transformers 5.x; the keep-all test checks that
+the spliced inputs give the stock logits.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .base import ImageTokens, VLMAdapter
+
+
+class LlavaAdapter(VLMAdapter):
+    model_types = ("llava",)
+    model_class = "LlavaForConditionalGeneration"
+
+    def projector(self) -> nn.Module:
+        return self.model.model.multi_modal_projector
+
+    def vision_layer_index(self) -> int:
+        """Index into the vision tower's ``hidden_states`` that the model reads (0 = embeddings)."""
+        layer = self.model.config.vision_feature_layer
+        if not isinstance(layer, int):
+            layer = layer[-1]
+        num_layers = self.model.config.vision_config.num_hidden_layers
+        return layer % (num_layers + 1)
+
+    def encode(self, pixel_values: Tensor, needs: frozenset[str], **extras: Any) -> list[ImageTokens]:
+        """``pixel_values`` ``(I, 3, H, W)`` -> per image ``(N, d_v)`` features, ``(N, d_l)`` tokens."""
+        config = self.model.config
+        tower = self.model.model.vision_tower
+        want_attention = bool({"cls_attention", "keys"} & needs)
+        captured: dict[str, Tensor] = {}
+        handles = self._capture_qk(tower, captured) if want_attention else []
+        try:
+            out = tower(pixel_values.to(self.model.dtype), output_hidden_states=True, return_dict=True)
+        finally:
+            for h in handles:
+                h.remove()
+        layers = config.vision_feature_layer
+        layers = [layers] if isinstance(layers, int) else list(layers)
+        drop_cls = config.vision_feature_select_strategy == "default"
+        feats = torch.cat([out.hidden_states[i][:, 1:] if drop_cls else out.hidden_states[i] for i in layers], -1)
+        projected = self.projector()(feats)  # (I, N, d_l)
+        n = projected.shape[1]
+        side = math.isqrt(n)
+        grid = (side, side) if side * side == n else None
+        cls_attn, keys = self._cls_attention(captured) if want_attention else (None, None)
+        return [
+            ImageTokens(
+                projected=projected[i],
+                features=feats[i],
+                grid=grid,
+                cls_attention=None if cls_attn is None else cls_attn[i],
+                keys=None if keys is None else keys[i],
+            )
+            for i in range(projected.shape[0])
+        ]
+
+    def _capture_qk(self, tower: nn.Module, store: dict[str, Tensor]) -> list[Any]:
+        """Forward hooks on q/k projections of the encoder layer that produced the read features."""
+        index = self.vision_layer_index()
+        if index == 0:
+            raise ValueError("the model reads the vision embeddings (layer 0): there is no [CLS] attention")
+        if self.model.config.vision_feature_select_strategy != "default":
+            raise ValueError(
+                "this model keeps no [CLS] token (vision_feature_select_strategy="
+                f"{self.model.config.vision_feature_select_strategy!r}); methods that need [CLS] attention cannot run"
+            )
+        attn = tower.vision_model.encoder.layers[index - 1].self_attn
+
+        def keep(name: str):
+            def hook(_module: nn.Module, _inputs: Any, output: Tensor) -> None:
+                store[name] = output.detach()
+
+            return hook
+
+        return [attn.q_proj.register_forward_hook(keep("q")), attn.k_proj.register_forward_hook(keep("k"))]
+
+    def _cls_attention(self, store: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Head-averaged softmax attention of [CLS] over patches ``(I, N)`` and patch keys ``(I, N, d)``."""
+        heads = self.model.config.vision_config.num_attention_heads
+        q, k = store["q"].float(), store["k"].float()  # (I, 1 + N, d)
+        i, t, d = k.shape
+        qh = q.view(i, t, heads, d // heads).transpose(1, 2)  # (I, H, T, dh)
+        kh = k.view(i, t, heads, d // heads).transpose(1, 2)
+        logits = qh[:, :, :1] @ kh.transpose(-1, -2) * (d // heads) ** -0.5  # (I, H, 1, T)
+        attn = logits.softmax(-1).mean(dim=1)[:, 0]  # (I, T)
+        return attn[:, 1:], k[:, 1:]

@@ -1,0 +1,104 @@
+"""``zooprune.pruned(model, ...)``: prune a model instance you already hold, reversibly.
+
+Only the given instance changes: its ``generate`` and ``forward`` are shadowed by instance
+attributes that prune whenever ``pixel_values`` are passed, and removing the handle deletes
+them. No class is patched, so other models in the process are untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .adapters import get_adapter
+from .config import Keep, PruneConfig
+from .report import PruneReport
+
+HANDLE_ATTR = "_zooprune_handle"
+
+
+class PruneHandle:
+    """Attachment of a :class:`PruneConfig` to one model instance; use as a context manager.
+
+    Attributes:
+        reports: the per-image :class:`PruneReport` list of the latest pruned call.
+    """
+
+    def __init__(self, model: nn.Module, config: PruneConfig) -> None:
+        self.model = model
+        self.config = config
+        self.adapter = get_adapter(model)
+        self.reports: list[PruneReport] = []
+
+    # ---- attach / detach ----------------------------------------------------------------
+    def attach(self) -> PruneHandle:
+        """Shadow ``generate`` / ``forward`` on the instance; re-attaching replaces an earlier handle."""
+        previous = self.model.__dict__.get(HANDLE_ATTR)
+        if previous is not None:
+            previous.remove()
+        self.model.generate = self._generate
+        self.model.forward = self._forward
+        self.model.__dict__[HANDLE_ATTR] = self
+        return self
+
+    def remove(self) -> None:
+        """Restore the model instance exactly (idempotent)."""
+        if self.model.__dict__.get(HANDLE_ATTR) is self:
+            for name in ("generate", "forward", HANDLE_ATTR):
+                self.model.__dict__.pop(name, None)
+
+    def __enter__(self) -> PruneHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    # ---- wrapped entry points -----------------------------------------------------------
+    def _split(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return {k: kwargs.pop(k) for k in self.adapter.vision_input_names if k in kwargs}
+
+    def _prepare(self, input_ids: Tensor, attention_mask: Tensor | None, pixel_values: Tensor, kwargs: dict[str, Any]):
+        if input_ids is None:
+            raise ValueError("pruning needs input_ids with image placeholder tokens alongside pixel_values")
+        prepared = self.adapter.prepare(self.config, input_ids, attention_mask, pixel_values, **self._split(kwargs))
+        self.reports = prepared.reports
+        return prepared
+
+    def _generate(self, input_ids: Tensor | None = None, pixel_values: Tensor | None = None, **kwargs: Any) -> Any:
+        model_cls = type(self.model)
+        if pixel_values is None:
+            return model_cls.generate(self.model, input_ids=input_ids, **kwargs)
+        prepared = self._prepare(input_ids, kwargs.pop("attention_mask", None), pixel_values, kwargs)
+        out = model_cls.generate(self.model, **prepared.model_kwargs(), **kwargs)
+        # Stock generate returns prompt + new tokens; with inputs_embeds it returns new tokens only.
+        if isinstance(out, Tensor):
+            return torch.cat([input_ids, out], dim=1)
+        out.sequences = torch.cat([input_ids, out.sequences], dim=1)
+        return out
+
+    def _forward(self, input_ids: Tensor | None = None, pixel_values: Tensor | None = None, **kwargs: Any) -> Any:
+        model_cls = type(self.model)
+        if pixel_values is None:
+            return model_cls.forward(self.model, input_ids=input_ids, **kwargs)
+        if kwargs.get("labels") is not None:
+            raise ValueError("labels are not supported with pruning: the pruned sequence is shorter than input_ids")
+        prepared = self._prepare(input_ids, kwargs.pop("attention_mask", None), pixel_values, kwargs)
+        return model_cls.forward(self.model, **prepared.model_kwargs(), **kwargs)
+
+
+def pruned(model: nn.Module, method: str = "zoo", keep: Keep = 64, seed: int = 0, **options: Any) -> PruneHandle:
+    """Prune ``model``'s visual tokens in ``generate`` / ``forward`` calls that pass ``pixel_values``.
+
+    Example::
+
+        with zooprune.pruned(hf_model, method="zoo", keep=0.111) as handle:
+            out = hf_model.generate(**processor(images=img, text=prompt, return_tensors="pt"))
+        handle.reports[0].kept_indices
+
+    ``generate`` returns the original ``input_ids`` followed by the new tokens, as stock does.
+    ``forward`` returns logits over the *pruned* sequence (shorter than ``input_ids``).
+    """
+    config = PruneConfig(method=method, keep=keep, seed=seed, options=dict(options))
+    return PruneHandle(model, config).attach()

@@ -1,0 +1,132 @@
+"""Tiny random but complete HF checkpoints (weights + processor + tokenizer + chat template), offline.
+
+Used by the tests, by benchmarks and by anyone who wants to exercise the real loading path
+(``save_pretrained`` -> ``zooprune.load``) without downloading weights. Attention projections
+are scaled up after a fixed seed so attention is far from uniform: outputs then depend on
+which visual tokens are present, so equivalence tests can fail.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import (
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    PreTrainedTokenizerFast,
+)
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+SPECIAL_TOKENS = ["<pad>", "<unk>", "<s>", "</s>", "<image>"]
+WORDS = (
+    "USER: ASSISTANT: what is in the image ? describe this picture a an of on left right top bottom "
+    "red green blue yellow circle square triangle star yes no how many one two three four five "
+    "color colour shape is there are which answer with word letter A B C D . , :"
+).split()
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}USER: "
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for c in message['content'] %}"
+    "{% if c['type'] == 'image' %}<image>\n{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}"
+    "{% endfor %}{% endif %} "
+    "{% else %}ASSISTANT: "
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for c in message['content'] %}{{ c['text'] }}{% endfor %}{% endif %}</s> "
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+def word_tokenizer(words: list[str] = WORDS) -> PreTrainedTokenizerFast:
+    """A WordLevel tokenizer over ``SPECIAL_TOKENS + words`` (whitespace-split, built offline)."""
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(SPECIAL_TOKENS + list(words)))}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        extra_special_tokens={"image_token": "<image>"},
+        padding_side="left",
+    )
+    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    return tok
+
+
+def sharpen_attention(model: torch.nn.Module, factor: float = 4.0) -> None:
+    """Multiply every q/k projection weight by ``factor`` (random-init attention is near uniform)."""
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if name.endswith(("q_proj", "k_proj")) and isinstance(module, torch.nn.Linear):
+                module.weight.mul_(factor)
+
+
+def tiny_llava(
+    seed: int = 0, image_size: int = 32, patch_size: int = 8, hidden: int = 64
+) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+    """A random ``LlavaForConditionalGeneration`` ((image_size/patch_size)^2 visual tokens) and its processor."""
+    tokenizer = word_tokenizer()
+    vision = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=patch_size,
+    )
+    text = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config).eval()
+    sharpen_attention(model)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE,
+    )
+    return model, processor
+
+
+def save_tiny_llava(path: str | Path, seed: int = 0, **kwargs: int) -> Path:
+    """Build :func:`tiny_llava` and ``save_pretrained`` weights + processor into ``path``."""
+    path = Path(path)
+    model, processor = tiny_llava(seed=seed, **kwargs)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path

@@ -1,0 +1,174 @@
+"""``zooprune.load``: a Hugging Face VLM plus its processor, pruning every ``generate`` call."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+
+from .adapters import PreparedInputs, adapter_class, get_adapter
+from .config import Keep, PruneConfig
+from .generation import generate_pruned
+from .report import GenerationResult
+
+ImageLike = Image.Image | str | Path
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def open_image(image: ImageLike) -> Image.Image:
+    """A PIL image (RGB) from a PIL image or a file path; a clear error for a missing file."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    path = Path(image)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    with Image.open(path) as img:
+        return img.convert("RGB")
+
+
+def resolve_dtype(dtype: torch.dtype | str | None, device: str | torch.device) -> torch.dtype | str:
+    """``None`` -> float32 on CPU, the checkpoint's dtype ("auto") elsewhere; strings like "bfloat16"."""
+    if dtype is None:
+        return torch.float32 if torch.device(device).type == "cpu" else "auto"
+    if isinstance(dtype, str) and dtype != "auto":
+        if not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise ValueError(f"unknown dtype {dtype!r}; use e.g. 'float32', 'bfloat16', 'float16' or 'auto'")
+        return getattr(torch, dtype)
+    return dtype
+
+
+class PrunedVLM:
+    """A model, its processor and a :class:`PruneConfig`; ``generate`` prunes visual tokens.
+
+    Build it with :func:`zooprune.load`, or directly from objects you already hold.
+    """
+
+    def __init__(self, model: nn.Module, processor: Any, config: PruneConfig) -> None:
+        self.model = model.eval()
+        self.processor = processor
+        self.config = config
+        self.adapter = get_adapter(model)
+        tokenizer = getattr(processor, "tokenizer", None)
+        if tokenizer is not None:
+            tokenizer.padding_side = "left"
+
+    def configure(self, method: str | None = None, keep: Keep | None = None, seed: int | None = None, **options: Any) -> PrunedVLM:
+        """Change method / budget / seed / options in place (no reload); returns self."""
+        changes: dict[str, Any] = {}
+        if method is not None:
+            changes["method"] = method
+        if keep is not None:
+            changes["keep"] = keep
+        if seed is not None:
+            changes["seed"] = seed
+        if options:
+            changes["options"] = {**self.config.options, **options}
+        self.config = replace(self.config, **changes)
+        return self
+
+    # ---- inputs -------------------------------------------------------------------------
+    def chat_prompt(self, prompt: str, num_images: int = 1) -> str:
+        """The model's own chat template around ``num_images`` images and ``prompt``."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
+        content = [{"type": "image"} for _ in range(num_images)] + [{"type": "text", "text": prompt}]
+        if getattr(self.processor, "chat_template", None):
+            return self.processor.apply_chat_template(
+                [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+            )
+        token = getattr(self.processor, "image_token", "<image>")
+        return f"{token}\n" * num_images + prompt
+
+    def encode_inputs(self, images: Any, prompts: str | list[str]) -> Any:
+        """Processor outputs for a batch: one prompt per entry, each with one image or a list of images."""
+        prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
+        if images is None:
+            raise ValueError("no image given: every prompt needs at least one image")
+        image_list = [images] if isinstance(images, (Image.Image, str, Path)) else list(images)
+        if len(image_list) != len(prompt_list):
+            raise ValueError(
+                f"got {len(image_list)} image entries for {len(prompt_list)} prompts: give one image "
+                "(or a list of images) per prompt"
+            )
+        per_prompt = [entry if isinstance(entry, (list, tuple)) else [entry] for entry in image_list]
+        if any(len(entry) == 0 for entry in per_prompt):
+            raise ValueError("a prompt has no image: every prompt needs at least one image")
+        pil = [open_image(im) for entry in per_prompt for im in entry]
+        texts = [self.chat_prompt(p, len(entry)) for p, entry in zip(prompt_list, per_prompt)]
+        inputs = self.processor(images=pil, text=texts, padding=True, return_tensors="pt")
+        return inputs.to(self.model.device)
+
+    def prepare(self, images: Any, prompts: str | list[str]) -> PreparedInputs:
+        """Encode, prune and splice: the pruned language-model inputs and per-image reports."""
+        inputs = self.encode_inputs(images, prompts)
+        extras = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "pixel_values")}
+        return self.adapter.prepare(
+            self.config, inputs["input_ids"], inputs.get("attention_mask"), inputs["pixel_values"], **extras
+        )
+
+    # ---- generation -----------------------------------------------------------------------
+    def generate(self, images: Any, prompts: str | list[str], **generation_kwargs: Any) -> GenerationResult:
+        """Answer ``prompts`` about ``images`` with pruned visual tokens (greedy, 32 new tokens by default).
+
+        Args:
+            images: one image (PIL image or path) per prompt, or a list of images per prompt.
+            prompts: a string or a list of strings (user text; the chat template is applied here).
+            generation_kwargs: passed to the stock ``model.generate``.
+        """
+        prepared = self.prepare(images, prompts)
+        new_tokens = generate_pruned(self.model, prepared, **generation_kwargs)
+        texts = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
+        return GenerationResult([t.strip() for t in texts], prepared.reports, prepared.timings)
+
+
+def check_model_path(path: str | Path) -> str:
+    """A local folder that exists, or something shaped like a hub id; else a clear error."""
+    text = str(path)
+    if Path(text).expanduser().exists():
+        return str(Path(text).expanduser())
+    if HUB_ID.match(text) and not text.startswith((".", "/", "~")):
+        return text
+    raise FileNotFoundError(f"model directory not found: {text}")
+
+
+def load(
+    path: str | Path,
+    method: str = "zoo",
+    keep: Keep = 64,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | str | None = None,
+    trust_remote_code: bool = False,
+    **options: Any,
+) -> PrunedVLM:
+    """Load a VLM checkpoint (local folder or hub id) with its processor, ready to prune.
+
+    Args:
+        path: ``save_pretrained`` folder (weights in safetensors) or hub id.
+        method: registered method name (``zooprune.list_methods()``).
+        keep: int token count per image, or float ratio in (0, 1].
+        seed: seeds every random draw (zoo's directions, random's sample).
+        device: where the model runs.
+        dtype: model dtype; default float32 on CPU, the checkpoint's dtype on accelerators.
+            Scores are computed in float32 whatever this is.
+        trust_remote_code: only if you trust the checkpoint's code (off by default).
+        options: method options, e.g. ``num_directions=16`` for zoo.
+    """
+    from transformers import AutoConfig, AutoProcessor
+
+    import transformers
+
+    source = check_model_path(path)
+    config = PruneConfig(method=method, keep=keep, seed=seed, options=dict(options))
+    hf_config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    model_cls = getattr(transformers, adapter_class(hf_config.model_type).model_class)
+    model = model_cls.from_pretrained(
+        source, dtype=resolve_dtype(dtype, device), use_safetensors=True, trust_remote_code=trust_remote_code
+    ).to(device)
+    processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
+    return PrunedVLM(model, processor, config)
