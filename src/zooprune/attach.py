@@ -59,14 +59,20 @@ class PruneHandle:
     def _split(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         return {k: kwargs.pop(k) for k in self.adapter.vision_input_names if k in kwargs}
 
-    def _prepare(self, input_ids: Tensor, attention_mask: Tensor | None, pixel_values: Tensor, kwargs: dict[str, Any]):
+    def _prepare(
+        self, input_ids: Tensor, attention_mask: Tensor | None, pixel_values: Tensor, kwargs: dict[str, Any]
+    ):
         if input_ids is None:
             raise ValueError("pruning needs input_ids with image placeholder tokens alongside pixel_values")
-        prepared = self.adapter.prepare(self.config, input_ids, attention_mask, pixel_values, **self._split(kwargs))
+        prepared = self.adapter.prepare(
+            self.config, input_ids, attention_mask, pixel_values, **self._split(kwargs)
+        )
         self.reports = prepared.reports
         return prepared
 
-    def _generate(self, input_ids: Tensor | None = None, pixel_values: Tensor | None = None, **kwargs: Any) -> Any:
+    def _generate(
+        self, input_ids: Tensor | None = None, pixel_values: Tensor | None = None, **kwargs: Any
+    ) -> Any:
         model_cls = type(self.model)
         if pixel_values is None:
             return model_cls.generate(self.model, input_ids=input_ids, **kwargs)
@@ -78,17 +84,23 @@ class PruneHandle:
         out.sequences = torch.cat([input_ids, out.sequences], dim=1)
         return out
 
-    def _forward(self, input_ids: Tensor | None = None, pixel_values: Tensor | None = None, **kwargs: Any) -> Any:
+    def _forward(
+        self, input_ids: Tensor | None = None, pixel_values: Tensor | None = None, **kwargs: Any
+    ) -> Any:
         model_cls = type(self.model)
         if pixel_values is None:
             return model_cls.forward(self.model, input_ids=input_ids, **kwargs)
         if kwargs.get("labels") is not None:
-            raise ValueError("labels are not supported with pruning: the pruned sequence is shorter than input_ids")
+            raise ValueError(
+                "labels are not supported with pruning: the pruned sequence is shorter than input_ids"
+            )
         prepared = self._prepare(input_ids, kwargs.pop("attention_mask", None), pixel_values, kwargs)
         return model_cls.forward(self.model, **prepared.model_kwargs(), **kwargs)
 
 
-def pruned(model: nn.Module, method: str = "zoo", keep: Keep = 64, seed: int = 0, **options: Any) -> PruneHandle:
+def pruned(
+    model: nn.Module, method: str = "zoo", keep: Keep = 64, seed: int = 0, **options: Any
+) -> PruneHandle:
     """Prune ``model``'s visual tokens in ``generate`` / ``forward`` calls that pass ``pixel_values``.
 
     Example::

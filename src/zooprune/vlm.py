@@ -57,7 +57,9 @@ class PrunedVLM:
         if tokenizer is not None:
             tokenizer.padding_side = "left"
 
-    def configure(self, method: str | None = None, keep: Keep | None = None, seed: int | None = None, **options: Any) -> PrunedVLM:
+    def configure(
+        self, method: str | None = None, keep: Keep | None = None, seed: int | None = None, **options: Any
+    ) -> PrunedVLM:
         """Change method / budget / seed / options in place (no reload); returns self."""
         changes: dict[str, Any] = {}
         if method is not None:
@@ -159,9 +161,8 @@ def load(
         trust_remote_code: only if you trust the checkpoint's code (off by default).
         options: method options, e.g. ``num_directions=16`` for zoo.
     """
-    from transformers import AutoConfig, AutoProcessor
-
     import transformers
+    from transformers import AutoConfig, AutoProcessor
 
     source = check_model_path(path)
     config = PruneConfig(method=method, keep=keep, seed=seed, options=dict(options))

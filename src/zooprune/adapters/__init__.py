@@ -33,4 +33,12 @@ def list_model_types() -> list[str]:
     return ADAPTERS.names()
 
 
-__all__ = ["ADAPTERS", "ImageTokens", "PreparedInputs", "VLMAdapter", "adapter_class", "get_adapter", "list_model_types"]
+__all__ = [
+    "ADAPTERS",
+    "ImageTokens",
+    "PreparedInputs",
+    "VLMAdapter",
+    "adapter_class",
+    "get_adapter",
+    "list_model_types",
+]

@@ -31,7 +31,7 @@ class ImageTokens:
         features: ``(N, d_v)`` pre-projector features.
         grid: ``(rows, cols)`` token grid in image order, or None.
         cls_attention: ``(N,)`` head-averaged [CLS] attention at the read vision layer, or None.
-        keys: ``(N, d_k)`` attention keys at that layer, or None.
+        keys: ``(N, H, d_h)`` attention keys per head at that layer, or None.
     """
 
     projected: Tensor
@@ -121,7 +121,7 @@ class VLMAdapter:
             kept_tokens, kept_sources, reports = [], [], []
             for i, image in enumerate(images):
                 n = image.projected.shape[0]
-                k = n if method.name == "none" else resolve_budget(config.keep, n)
+                k = n if method.name == "none" else resolve_budget(config.keep, n)  # tokens to keep
                 ctx = PruneContext(
                     projected=image.projected,
                     features=image.features,
@@ -137,7 +137,12 @@ class VLMAdapter:
                 )
                 image_timings: dict[str, float] = {}
                 with timed(image_timings, "prune"):
-                    sel = method(ctx, k)
+                    # k >= N is no pruning for every method (keep-all reproduces the stock model).
+                    sel = (
+                        Selection(torch.arange(n, device=image.projected.device))
+                        if k >= n
+                        else method(ctx, k)
+                    )
                 check_selection(sel, n, method.name)
                 tokens = sel.tokens if sel.tokens is not None else image.projected[sel.indices]
                 kept_tokens.append(tokens)
@@ -174,10 +179,19 @@ class VLMAdapter:
     def instruction(
         self, ids: Tensor, attention_mask: Tensor | None, row: int, text_embeds: Tensor
     ) -> Tensor:
-        """``(T, d_l)`` embeddings of the text tokens of prompt ``row`` (no placeholders, no padding)."""
-        keep = ids != self.image_token_id
+        """``(T, d_l)`` embeddings of prompt ``row``'s text after its last image (the question).
+
+        The chat template's prefix (system / role markers before the image) is left out; its
+        suffix (e.g. "ASSISTANT:") cannot be told apart generically and stays.
+        """
+        slots = (ids == self.image_token_id).nonzero().flatten()
+        start = int(slots[-1]) + 1 if slots.numel() else 0
+        keep = torch.zeros_like(ids, dtype=torch.bool)
+        keep[start:] = True
         if attention_mask is not None:
             keep &= attention_mask[row].bool()
+        if not keep.any():  # image at the very end: fall back to all text tokens
+            keep = ids != self.image_token_id
         return text_embeds[row][keep]
 
     def pad_token_id(self) -> int:

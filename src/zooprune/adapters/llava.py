@@ -47,7 +47,9 @@ class LlavaAdapter(VLMAdapter):
         layers = config.vision_feature_layer
         layers = [layers] if isinstance(layers, int) else list(layers)
         drop_cls = config.vision_feature_select_strategy == "default"
-        feats = torch.cat([out.hidden_states[i][:, 1:] if drop_cls else out.hidden_states[i] for i in layers], -1)
+        feats = torch.cat(
+            [out.hidden_states[i][:, 1:] if drop_cls else out.hidden_states[i] for i in layers], -1
+        )
         projected = self.projector()(feats)  # (I, N, d_l)
         n = projected.shape[1]
         side = math.isqrt(n)
@@ -74,7 +76,7 @@ class LlavaAdapter(VLMAdapter):
                 "this model keeps no [CLS] token (vision_feature_select_strategy="
                 f"{self.model.config.vision_feature_select_strategy!r}); methods that need [CLS] attention cannot run"
             )
-        attn = tower.vision_model.encoder.layers[index - 1].self_attn
+        attn = getattr(tower, "vision_model", tower).encoder.layers[index - 1].self_attn
 
         def keep(name: str):
             def hook(_module: nn.Module, _inputs: Any, output: Tensor) -> None:
@@ -85,7 +87,7 @@ class LlavaAdapter(VLMAdapter):
         return [attn.q_proj.register_forward_hook(keep("q")), attn.k_proj.register_forward_hook(keep("k"))]
 
     def _cls_attention(self, store: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """Head-averaged softmax attention of [CLS] over patches ``(I, N)`` and patch keys ``(I, N, d)``."""
+        """Head-averaged softmax attention of [CLS] over patches ``(I, N)`` and patch keys ``(I, N, H, d_h)``."""
         heads = self.model.config.vision_config.num_attention_heads
         q, k = store["q"].float(), store["k"].float()  # (I, 1 + N, d)
         i, t, d = k.shape
@@ -93,4 +95,4 @@ class LlavaAdapter(VLMAdapter):
         kh = k.view(i, t, heads, d // heads).transpose(1, 2)
         logits = qh[:, :, :1] @ kh.transpose(-1, -2) * (d // heads) ** -0.5  # (I, H, 1, T)
         attn = logits.softmax(-1).mean(dim=1)[:, 0]  # (I, T)
-        return attn[:, 1:], k[:, 1:]
+        return attn[:, 1:], k.view(i, t, heads, d // heads)[:, 1:]

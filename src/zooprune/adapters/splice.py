@@ -75,10 +75,15 @@ def splice_visual_tokens(
                 )
             pieces += [emb[cursor:start], kept_tokens[image].to(emb.dtype)]
             k = kept_tokens[image].shape[0]
-            piece_ids += [ids[cursor:start], torch.full((k,), image_token_id, dtype=ids.dtype, device=ids.device)]
+            piece_ids += [
+                ids[cursor:start],
+                torch.full((k,), image_token_id, dtype=ids.dtype, device=ids.device),
+            ]
             src = kept_sources[image].to(device=ids.device, dtype=torch.long) + start
             if src.numel() < k:  # merged tokens sit at the end of the slot
-                src = torch.cat([src, torch.full((k - src.numel(),), start + n - 1, dtype=torch.long, device=ids.device)])
+                src = torch.cat(
+                    [src, torch.full((k - src.numel(),), start + n - 1, dtype=torch.long, device=ids.device)]
+                )
             sources += [torch.arange(cursor, start, device=ids.device), src]
             cursor, used, image = start + n, used + n, image + 1
         pieces.append(emb[cursor:])

@@ -33,8 +33,9 @@ class PruneContext:
         grid: ``(rows, cols)`` of the token grid in image order (``rows * cols == N``), or None.
         cls_attention: ``(N,)`` head-averaged attention from the vision [CLS] token to each
             patch at the vision layer the model reads, or None.
-        keys: ``(N, d_k)`` vision-attention keys (heads concatenated) at that layer, or None.
-        instruction: ``(T, d_l)`` input embeddings of the prompt's text tokens, or None.
+        keys: ``(N, H, d_h)`` vision-attention keys per head at that layer, or None.
+        instruction: ``(T, d_l)`` input embeddings of the prompt text after the image (the
+            user's question plus any template suffix), or None.
         generator: seeded ``torch.Generator`` (CPU) for methods that draw random numbers.
         options: method-specific keyword options (e.g. ``num_directions`` for zoo).
     """

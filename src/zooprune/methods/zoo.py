@@ -25,15 +25,18 @@ CHUNK_ELEMENTS = 1 << 24
 
 
 def float32_projector(projector: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
-    """Return ``projector`` itself if it computes in float32, else a float32 copy of the module."""
+    """Return ``projector`` itself if it computes in float32 or wider, else a float32 copy of the module."""
     if isinstance(projector, nn.Module):
-        if any(p.dtype != torch.float32 for p in projector.parameters()):
+        if any(p.is_floating_point() and p.element_size() < 4 for p in projector.parameters()):
             return copy.deepcopy(projector).float().eval()
     return projector
 
 
 def draw_directions(
-    num_directions: int, dim: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+    num_directions: int,
+    dim: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
 ) -> Tensor:
     """``(m, d_v)`` unit-norm Gaussian directions (paper Eq. 2), drawn on the CPU from ``generator``.
 
@@ -72,8 +75,8 @@ def sensitivity(
 
     Args:
         features: ``(N, d_v)`` or ``(B, N, d_v)`` pre-projector features.
-        projector: callable ``(..., d_v) -> (..., d_l)``, token-wise. An ``nn.Module`` whose
-            weights are not float32 is run as a float32 copy.
+        projector: callable ``(..., d_v) -> (..., d_l)``, token-wise. An ``nn.Module`` with
+            half-precision weights (bf16 / fp16) is run as a float32 copy.
         num_directions: m, the number of random directions (paper default 64).
         step: h, the finite-difference step (paper default 0.01).
         generator: CPU generator the directions are drawn from (a fresh one seeded 0 if None).
@@ -83,7 +86,8 @@ def sensitivity(
             the largest value with ``B * chunk_size * N * (d_v + d_l) <= 2**24``.
 
     Returns:
-        ``(N,)`` or ``(B, N)`` float32 sensitivities (higher = more sensitive).
+        ``(N,)`` or ``(B, N)`` sensitivities (higher = more sensitive), float32 (float64 for
+        float64 features with a float64 projector: used to check convergence to ``E||J u||``).
     """
     if features.dim() not in (2, 3):
         raise ValueError(f"features must be (N, d_v) or (B, N, d_v), got shape {tuple(features.shape)}")
@@ -91,25 +95,26 @@ def sensitivity(
         raise ValueError(f"step must be > 0, got {step}")
     check_finite("features", features)
     batched = features.dim() == 3
-    x = (features if batched else features.unsqueeze(0)).float()  # (B, N, d_v)
+    work = torch.float64 if features.dtype == torch.float64 else torch.float32  # never below float32
+    x = (features if batched else features.unsqueeze(0)).to(work)  # (B, N, d_v)
     bsz, n, d_v = x.shape
     if directions is None:
         directions = draw_directions(num_directions, d_v, generator, x.device)
     elif directions.dim() != 2 or directions.shape[1] != d_v:
         raise ValueError(f"directions must be (m, {d_v}), got shape {tuple(directions.shape)}")
-    u = directions.to(device=x.device, dtype=torch.float32)  # (m, d_v)
+    u = directions.to(device=x.device, dtype=work)  # (m, d_v)
     m = u.shape[0]
     proj = float32_projector(projector)
 
     if chunk_size is None:
         d_l = proj(x[:1, :1]).shape[-1]
         chunk_size = max(1, CHUNK_ELEMENTS // (bsz * n * (d_v + d_l)))
-    total = torch.zeros(bsz, n, dtype=torch.float32, device=x.device)
+    total = torch.zeros(bsz, n, dtype=work, device=x.device)
     for start in range(0, m, chunk_size):
         hu = step * u[start : start + chunk_size, None, None, :]  # (c, 1, 1, d_v)
         plus = proj(x.unsqueeze(0) + hu)  # (c, B, N, d_l)
         minus = proj(x.unsqueeze(0) - hu)  # (c, B, N, d_l)
-        total += ((plus - minus).float() / (2.0 * step)).norm(dim=-1).sum(dim=0)  # (B, N)
+        total += ((plus - minus).to(work) / (2.0 * step)).norm(dim=-1).sum(dim=0)  # (B, N)
     scores = total / m
     return scores if batched else scores[0]
 

@@ -1,0 +1,28 @@
+"""``zooprune make-tiny``: write a tiny random LLaVA checkpoint (weights + processor), offline."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "make-tiny",
+        help="write a tiny random LLaVA checkpoint to try the library without weights",
+        description=(
+            "Build a tiny random LlavaForConditionalGeneration (16 visual tokens) with a word-level "
+            "tokenizer, processor and chat template, and save_pretrained it to OUT. Its answers are "
+            "meaningless; it exercises the same loading and pruning code as a real checkpoint."
+        ),
+    )
+    parser.add_argument("out", help="output folder")
+    parser.add_argument("--seed", type=int, default=0, help="weight seed (default: 0)")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from ..testing.tiny import save_tiny_llava
+
+    path = save_tiny_llava(args.out, seed=args.seed)
+    print(f"wrote a tiny random LLaVA checkpoint to {path}")
+    return 0
