@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..config import parse_keep
+
+#: The embedded testbed model (ships with the git repository, not with the wheel).
+DEFAULT_MODEL = Path(__file__).resolve().parents[3] / "models" / "testbed-llava"
+
+
+def resolve_model(model: str | None) -> str:
+    """``--model`` or, when omitted, the embedded testbed model (clear error if it is absent)."""
+    if model is not None:
+        return model
+    if not DEFAULT_MODEL.is_dir():
+        raise FileNotFoundError(
+            f"no --model given and the embedded testbed model is not at {DEFAULT_MODEL} "
+            "(it ships with the git repository; install from a clone with 'pip install -e .')"
+        )
+    return str(DEFAULT_MODEL)
 
 
 def add_model_args(parser: argparse.ArgumentParser, *, model_required: bool = True) -> None:
     parser.add_argument(
-        "--model", required=model_required, help="model folder (save_pretrained layout) or hub id"
+        "--model",
+        required=model_required,
+        help="model folder (save_pretrained layout) or hub id"
+        + ("" if model_required else "; default: the embedded testbed model models/testbed-llava"),
     )
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument(

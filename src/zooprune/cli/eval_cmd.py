@@ -1,0 +1,120 @@
+"""``zooprune eval``: accuracy of pruning methods at several budgets, resumable, with a table and a plot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..config import parse_keep
+from .common import DEFAULT_MODEL, add_model_args, method_options, resolve_model
+
+DEFAULT_KEEPS = "0.333,0.222,0.111,0.056"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "eval",
+        help="accuracy of methods x budgets on the testbed or your own JSONL data",
+        description=(
+            "Evaluate every METHOD at every budget on freshly generated held-out testbed questions "
+            "(the seed picks the data; training never used these seeds) or on a JSONL dataset of "
+            "{image, question, answer[, family]}. Prints accuracy per question family and overall, "
+            "relative to the unpruned model (the paper's 'Rel.' column), writes JSON and an "
+            "accuracy-vs-budget plot, and resumes a killed run from its predictions file."
+        ),
+    )
+    add_model_args(parser, model_required=False)
+    parser.set_defaults(model=None)
+    parser.add_argument(
+        "--methods",
+        default="none,zoo,zoo-sensitivity,divprune,visionzip,cdpruner,pool,norm,random",
+        help="comma-separated methods; 'none' = unpruned (default: all pre-LLM methods)",
+    )
+    parser.add_argument(
+        "--keep", default=DEFAULT_KEEPS, help=f"comma-separated budgets (default: {DEFAULT_KEEPS})"
+    )
+    parser.add_argument("--num-samples", type=int, default=300, help="questions to evaluate (default: 300)")
+    parser.add_argument(
+        "--data", default=None, help="JSONL dataset instead of the generated testbed questions"
+    )
+    parser.add_argument(
+        "--data-seed",
+        type=int,
+        default=None,
+        help="testbed split to generate (default: the held-out eval seed)",
+    )
+    parser.add_argument("--batch-size", type=int, default=16, help="prompts per generate call (default: 16)")
+    parser.add_argument("--max-new-tokens", type=int, default=4, help="answer length (default: 4)")
+    parser.add_argument(
+        "--output", default="runs/eval/results.json", help="results JSON; predictions go beside it"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(handler=handle)
+
+
+def parse_list(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise ValueError(f"empty list: {text!r}")
+    return items
+
+
+def handle(args: argparse.Namespace) -> int:
+    from ..eval.cache import PredictionCache
+    from ..eval.data import generated_items, jsonl_items
+    from ..eval.report import format_table, plot_accuracy_vs_budget
+    from ..eval.runner import evaluate
+    from ..methods import get_method
+    from ..testbed import EVAL_SEED
+    from ..vlm import load
+
+    methods = [get_method(m).name for m in parse_list(args.methods)]  # unknown names fail here
+    keeps = [parse_keep(k) for k in parse_list(args.keep)]
+    if args.num_samples < 1 or args.batch_size < 1:
+        raise ValueError("--num-samples and --batch-size must be >= 1")
+    model_path = resolve_model(args.model)
+    data_seed = EVAL_SEED if args.data_seed is None else args.data_seed
+    if args.data:
+        items = jsonl_items(args.data, args.num_samples)
+        source = {"data": str(Path(args.data).resolve()), "num_samples": len(items)}
+    else:
+        items = generated_items(data_seed, args.num_samples)
+        source = {"testbed_seed": data_seed, "num_samples": len(items)}
+    options = method_options(args)
+    settings = {
+        "model": str(Path(model_path).resolve()) if Path(model_path).exists() else model_path,
+        **source,
+        "prune_seed": args.seed,
+        "max_new_tokens": args.max_new_tokens,
+        "dtype": args.dtype or "default",
+        "method_options": options,
+    }
+    output = Path(args.output)
+    cache = PredictionCache(output.with_suffix(".predictions.jsonl"), settings)
+    vlm = load(model_path, method="none", seed=args.seed, device=args.device, dtype=args.dtype, **options)
+    summaries = evaluate(
+        vlm,
+        items,
+        methods,
+        keeps,
+        cache,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    plots = plot_accuracy_vs_budget(
+        summaries, output.with_name(output.stem + "_accuracy_vs_budget"), title=Path(model_path).name
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(
+        json.dumps({"settings": settings, "results": summaries, "plots": [str(p) for p in plots]}, indent=2)
+        + "\n"
+    )
+    print(format_table(summaries))
+    print(f"\nresults: {output}\nplot: {plots[0]}")
+    return 0
+
+
+__all__ = ["DEFAULT_MODEL", "add_parser"]

@@ -1,0 +1,1 @@
+"""Accuracy evaluation: one runner loop, datasets as data, a resumable prediction cache."""

@@ -1,0 +1,101 @@
+"""The evaluation loop: every method at every budget over the same items, resumable."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ..config import Keep
+from ..vlm import PrunedVLM
+from .cache import PredictionCache
+from .data import EvalItem
+from .metrics import accuracy_by_family, is_correct
+
+UNPRUNED = "none"
+
+
+def keep_label(method: str, keep: Keep) -> str:
+    """How a budget is written in results: ``"all"`` for the unpruned model, else the number."""
+    return "all" if method == UNPRUNED else str(keep)
+
+
+def configurations(methods: Sequence[str], keeps: Sequence[Keep]) -> list[tuple[str, Keep]]:
+    """(method, keep) pairs; the unpruned model is evaluated once, not once per budget."""
+    pairs: list[tuple[str, Keep]] = []
+    for method in methods:
+        pairs += [(method, 1.0)] if method == UNPRUNED else [(method, k) for k in keeps]
+    return pairs
+
+
+def evaluate(
+    vlm: PrunedVLM,
+    items: Sequence[EvalItem],
+    methods: Sequence[str],
+    keeps: Sequence[Keep],
+    cache: PredictionCache,
+    *,
+    batch_size: int = 8,
+    max_new_tokens: int = 4,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Predict every item under every (method, keep); finished predictions come from ``cache``.
+
+    Returns one summary dict per configuration (accuracy overall and per family, mean kept tokens).
+    """
+    pairs = configurations(methods, keeps)
+    todo_total = sum(1 for m, k in pairs for it in items if cache.get(m, keep_label(m, k), it.uid) is None)
+    bar = tqdm(total=todo_total, desc="eval", unit="q", disable=not progress)
+    summaries = []
+    for method, keep in pairs:
+        label = keep_label(method, keep)
+        vlm.configure(method=method, keep=keep, seed=seed)
+        todo = [it for it in items if cache.get(method, label, it.uid) is None]
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            bar.set_postfix_str(f"{method}@{label}")
+            result = vlm.generate(
+                [it.image for it in batch], [it.question for it in batch], max_new_tokens=max_new_tokens
+            )
+            cache.add(
+                [
+                    {
+                        "method": method,
+                        "keep": label,
+                        "uid": it.uid,
+                        "family": it.family,
+                        "answer": it.answer,
+                        "prediction": text,
+                        "correct": is_correct(text, it.answer),
+                        "tokens_before": report.tokens_before,
+                        "tokens_after": report.tokens_after,
+                    }
+                    for it, text, report in zip(batch, result.texts, result.reports)
+                ]
+            )
+            bar.update(len(batch))
+        rows = [cache.get(method, label, it.uid) for it in items]
+        accuracy = accuracy_by_family((r["family"], r["correct"]) for r in rows)
+        summaries.append(
+            {
+                "method": method,
+                "keep": label,
+                "num_samples": len(rows),
+                "accuracy": accuracy["overall"],
+                "per_family": {k: v for k, v in accuracy.items() if k != "overall"},
+                "mean_tokens_before": sum(r["tokens_before"] for r in rows) / len(rows),
+                "mean_kept_tokens": sum(r["tokens_after"] for r in rows) / len(rows),
+            }
+        )
+    bar.close()
+    add_relative(summaries)
+    return summaries
+
+
+def add_relative(summaries: list[dict[str, Any]]) -> None:
+    """The paper's "Rel." column: accuracy as a percentage of the unpruned model's (if evaluated)."""
+    base = next((s["accuracy"] for s in summaries if s["method"] == UNPRUNED), None)
+    for s in summaries:
+        s["relative"] = None if not base else 100.0 * s["accuracy"] / base
