@@ -1,0 +1,73 @@
+"""Fast teacher-forced held-out accuracy for training (first answer token = greedy answer).
+
+``VAL_SEED`` is the validation split used during training; it differs from ``EVAL_SEED`` and
+from every training seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import LlavaForConditionalGeneration, PreTrainedTokenizerFast
+
+from .batches import pixels
+from .data import make_samples
+from .packing import Standardize, TokenIds, lm_forward, pack, project, vision_features
+from .scenes import GRID
+
+VAL_SEED = 999
+
+
+@dataclass
+class ValItem:
+    """One held-out question: pixels [3, 224, 224], question ids, answer text, family."""
+
+    pixel_values: torch.Tensor
+    question: str
+    answer: str
+    family: str
+
+
+def val_samples(seed: int, n: int) -> list[ValItem]:
+    """``n`` family-balanced held-out questions of split ``seed``."""
+    return [ValItem(pixels(s.image), s.question, s.answer, s.family) for s in make_samples(seed, n)]
+
+
+@torch.no_grad()
+def accuracy_by_family(
+    model: LlavaForConditionalGeneration,
+    std: Standardize,
+    ids: TokenIds,
+    tok: PreTrainedTokenizerFast,
+    items: list[ValItem],
+    keep_fraction: float = 1.0,
+    seed: int = 0,
+    batch: int = 32,
+) -> dict[str, float]:
+    """Accuracy per family and ``overall``; ``keep_fraction`` < 1 keeps random visual tokens."""
+    model.eval()
+    n_tok = GRID * GRID
+    k = round(keep_fraction * n_tok)
+    rng = np.random.default_rng(seed)
+    hits: dict[str, list[int]] = {}
+    for s in range(0, len(items), batch):
+        chunk = items[s : s + batch]
+        rows = []
+        for it in chunk:
+            keep = sorted(rng.choice(n_tok, size=k, replace=False).tolist()) if k < n_tok else list(range(n_tok))
+            q = tok(it.question, add_special_tokens=False)["input_ids"]
+            rows.append((keep, [{"q": q, "a": tok.convert_tokens_to_ids(it.answer)}]))
+        p = pack(ids, rows)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            feats = vision_features(model, torch.stack([it.pixel_values for it in chunk]))
+            img = project(model, std, feats.float())
+            la, _, _ = lm_forward(model, img, p)
+        pred = la.argmax(-1)
+        for it, ok in zip(chunk, (pred == p.answers).tolist()):
+            hits.setdefault(it.family, []).append(int(ok))
+    out = {f: float(np.mean(v)) for f, v in sorted(hits.items())}
+    out["overall"] = float(np.mean([x for v in hits.values() for x in v]))
+    model.train()
+    return out
