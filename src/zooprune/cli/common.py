@@ -47,13 +47,22 @@ def add_model_args(parser: argparse.ArgumentParser, *, model_required: bool = Tr
         "--step", type=float, default=None, help="zoo: finite-difference step h (default: 0.01)"
     )
     parser.add_argument(
+        "--estimator",
+        type=estimator_arg,
+        default=None,
+        help="zoo: sensitivity estimator central | jvp | closed-form (default: closed-form; "
+        "central is the paper's)",
+    )
+    parser.add_argument(
         "--trust-remote-code", action="store_true", help="allow the checkpoint's own code (off by default)"
     )
 
 
-def method_options(args: argparse.Namespace) -> dict[str, float | int]:
+def method_options(args: argparse.Namespace) -> dict[str, float | int | str]:
     """Method options given on the command line (only those set)."""
-    opts: dict[str, float | int] = {}
+    opts: dict[str, float | int | str] = {}
+    if getattr(args, "estimator", None) is not None:
+        opts["estimator"] = args.estimator
     if args.num_directions is not None:
         opts["num_directions"] = args.num_directions
     if args.step is not None:
@@ -66,4 +75,14 @@ def keep_arg(text: str):
     try:
         return parse_keep(text)
     except (ValueError, TypeError) as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def estimator_arg(text: str) -> str:
+    """argparse type for ``--estimator``: a registered estimator name (normalised)."""
+    from ..methods.estimators import get_estimator
+
+    try:
+        return get_estimator(text).name
+    except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None

@@ -181,11 +181,15 @@ def select(projected: Tensor, scores: Tensor, k: int) -> Tensor:
 
 
 def _scores(ctx: PruneContext, method: str) -> Tensor:
+    """Sensitivities ``(N,)`` with ``ctx.options["estimator"]`` (see ``estimators.py``; default there)."""
+    from .estimators import DEFAULT_ESTIMATOR, estimate_sensitivity  # estimators imports this module
+
     ctx.require("features", "projector", method=method)
     opts = ctx.options
-    return sensitivity(
+    return estimate_sensitivity(
         ctx.features,
         ctx.projector,
+        str(opts.get("estimator") or DEFAULT_ESTIMATOR),
         num_directions=int(opts.get("num_directions", 64)),
         step=float(opts.get("step", 0.01)),
         generator=ctx.generator,
