@@ -77,7 +77,8 @@ class PruneHandle:
         if pixel_values is None:
             return model_cls.generate(self.model, input_ids=input_ids, **kwargs)
         prepared = self._prepare(input_ids, kwargs.pop("attention_mask", None), pixel_values, kwargs)
-        out = model_cls.generate(self.model, **prepared.model_kwargs(), **kwargs)
+        with prepared.active():
+            out = model_cls.generate(self.model, **prepared.model_kwargs(), **kwargs)
         # Stock generate returns prompt + new tokens; with inputs_embeds it returns new tokens only.
         if isinstance(out, Tensor):
             return torch.cat([input_ids, out], dim=1)
@@ -95,7 +96,10 @@ class PruneHandle:
                 "labels are not supported with pruning: the pruned sequence is shorter than input_ids"
             )
         prepared = self._prepare(input_ids, kwargs.pop("attention_mask", None), pixel_values, kwargs)
-        return model_cls.forward(self.model, **prepared.model_kwargs(), **kwargs)
+        if prepared.plan is not None:
+            kwargs.setdefault("use_cache", True)
+        with prepared.active():
+            return model_cls.forward(self.model, **prepared.model_kwargs(), **kwargs)
 
 
 def pruned(

@@ -44,7 +44,8 @@ def generate_pruned(model: nn.Module, prepared: PreparedInputs, **generation_kwa
     processors.append(clock)
     with torch.no_grad():
         clock.start = time.perf_counter()
-        new_tokens = model.generate(**prepared.model_kwargs(), logits_processor=processors, **kwargs)
+        with prepared.active():
+            new_tokens = model.generate(**prepared.model_kwargs(), logits_processor=processors, **kwargs)
         end = time.perf_counter()
     if not isinstance(new_tokens, Tensor):  # return_dict_in_generate=True
         new_tokens = new_tokens.sequences

@@ -29,7 +29,9 @@ class PruneReport:
         method: registered method name.
         keep: the requested budget (int count or float ratio).
         tokens_before: N, visual tokens the image produced.
-        tokens_after: visual tokens that entered language-model layer 0.
+        tokens_after: visual tokens kept (for in-LLM methods: from layer K on; all N enter layer 0).
+        equivalent_tokens: visual tokens averaged over language-model layers (the FLOPs-equivalent
+            count: ``(K N + (L - K) k) / L`` for in-LLM methods, ``tokens_after`` otherwise).
         kept_indices: ``(k,)`` LongTensor of kept token indices (original order).
         scores: ``(N,)`` float32 per-token scores of the method, or None.
         grid: ``(rows, cols)`` token grid of the image, or None.
@@ -45,6 +47,11 @@ class PruneReport:
     scores: Tensor | None = None
     grid: tuple[int, int] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    equivalent_tokens: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.equivalent_tokens is None:
+            self.equivalent_tokens = float(self.tokens_after)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready view (tensors as lists)."""
@@ -53,6 +60,7 @@ class PruneReport:
             "keep": self.keep,
             "tokens_before": self.tokens_before,
             "tokens_after": self.tokens_after,
+            "equivalent_tokens": round(float(self.equivalent_tokens), 3),
             "kept_indices": self.kept_indices.tolist(),
             "scores": None if self.scores is None else [round(float(s), 6) for s in self.scores],
             "grid": None if self.grid is None else list(self.grid),

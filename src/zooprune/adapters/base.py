@@ -9,6 +9,7 @@ An adapter wraps one model instance. Family files implement :meth:`VLMAdapter.en
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -19,6 +20,7 @@ from ..config import PruneConfig, resolve_budget
 from ..methods import PruneContext, Selection, get_method
 from ..methods.zoo import float32_projector
 from ..report import PruneReport, timed
+from .in_llm import InLLMPlan, image_slots
 from .splice import SplicedInputs, splice_visual_tokens
 
 
@@ -43,15 +45,24 @@ class ImageTokens:
 
 @dataclass
 class PreparedInputs:
-    """Pruned language-model inputs plus one report per image."""
+    """Pruned language-model inputs plus one report per image.
+
+    For in-LLM methods the inputs hold every visual token and ``plan`` prunes inside the
+    language model: run ``generate`` / ``forward`` inside ``with prepared.active():``.
+    """
 
     spliced: SplicedInputs
     reports: list[PruneReport]
     timings: dict[str, float] = field(default_factory=dict)
+    plan: InLLMPlan | None = None
 
     def model_kwargs(self) -> dict[str, Tensor]:
         """Keyword arguments for the stock ``model.generate`` / ``model.forward``."""
         return {"inputs_embeds": self.spliced.inputs_embeds, "attention_mask": self.spliced.attention_mask}
+
+    def active(self) -> AbstractContextManager[Any]:
+        """Context in which the model call prunes in-LLM (a no-op for pre-LLM methods)."""
+        return self.plan.active() if self.plan is not None else nullcontext()
 
 
 class VLMAdapter:
@@ -137,10 +148,12 @@ class VLMAdapter:
                 )
                 image_timings: dict[str, float] = {}
                 with timed(image_timings, "prune"):
-                    # k >= N is no pruning for every method (keep-all reproduces the stock model).
+                    # k >= N is no pruning for every method (keep-all reproduces the stock model);
+                    # in-LLM methods keep everything here and choose inside the language model.
+                    everything = k >= n or method.stage == "in_llm"
                     sel = (
                         Selection(torch.arange(n, device=image.projected.device))
-                        if k >= n
+                        if everything
                         else method(ctx, k)
                     )
                 check_selection(sel, n, method.name)
@@ -174,7 +187,21 @@ class VLMAdapter:
             )
         for r in reports:
             r.timings["encode"] = timings["encode"]
-        return PreparedInputs(spliced, reports, timings)
+        plan = None
+        if method.stage == "in_llm":
+            plan = InLLMPlan(
+                method,
+                config,
+                self.language_model(),
+                image_slots(spliced.input_ids, self.image_token_id, [im.projected.shape[0] for im in images]),
+                reports,
+                spliced.attention_mask,
+            )
+        return PreparedInputs(spliced, reports, timings, plan)
+
+    def language_model(self) -> nn.Module:
+        """The decoder stack (``.layers``, ``.norm``) that in-LLM methods hook into."""
+        return self.model.model.language_model
 
     def instruction(
         self, ids: Tensor, attention_mask: Tensor | None, row: int, text_embeds: Tensor

@@ -5,7 +5,7 @@ Importing this package registers every built-in method; ``list_methods()`` names
 
 from __future__ import annotations
 
-from . import cdpruner, divprune, none, norm, pool, random, visionzip, zoo  # noqa: F401  (registration side effects)
+from . import cdpruner, dart, divprune, fastv, none, norm, pool, random, visionzip, zoo  # noqa: F401  (registration side effects)
 from .base import METHODS, Method, PruneContext, Selection, get_method, register_method
 
 

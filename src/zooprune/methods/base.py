@@ -38,6 +38,11 @@ class PruneContext:
             user's question plus any template suffix), or None.
         generator: seeded ``torch.Generator`` (CPU) for methods that draw random numbers.
         options: method-specific keyword options (e.g. ``num_directions`` for zoo).
+        llm_attention: in-LLM methods: ``(N,)`` head-averaged attention from the last prompt
+            token to each visual token at language-model layer K-1.
+        llm_hidden: ``(N, d_l)`` layer K-1 output of the visual tokens, final-normed.
+        llm_keys: ``(N, H_kv * d_h)`` post-RoPE keys of the visual tokens at layer K-1.
+        llm_query_hidden / llm_query_keys: the same for the text tokens after the image ``(T, .)``.
     """
 
     projected: Tensor
@@ -49,6 +54,11 @@ class PruneContext:
     instruction: Tensor | None = None
     generator: torch.Generator | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    llm_attention: Tensor | None = None
+    llm_hidden: Tensor | None = None
+    llm_keys: Tensor | None = None
+    llm_query_hidden: Tensor | None = None
+    llm_query_keys: Tensor | None = None
 
     @property
     def num_tokens(self) -> int:

@@ -1,0 +1,131 @@
+"""In-LLM pruning (FastV, DART): kept sets against independent computations, cache consistency."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from zooprune.adapters import get_adapter
+from zooprune.config import PruneConfig
+from zooprune.generation import generate_pruned
+
+
+def inputs_for(processor, images, prompts):
+    processor.tokenizer.padding_side = "left"
+    return processor(
+        images=images,
+        text=[f"USER: <image>\n{p} ASSISTANT:" for p in prompts],
+        padding=True,
+        return_tensors="pt",
+    )
+
+
+def prepared_forward(model, inputs, method, keep, **options):
+    prepared = get_adapter(model).prepare(
+        PruneConfig(method, keep=keep, options=options),
+        inputs["input_ids"],
+        inputs["attention_mask"],
+        inputs["pixel_values"],
+    )
+    with torch.no_grad(), prepared.active():
+        logits = model(**prepared.model_kwargs(), use_cache=True).logits
+    return prepared, logits
+
+
+@pytest.mark.parametrize("layer", [1, 2])
+def test_fastv_keeps_the_top_attention_tokens_of_layer_k(tiny_llava, images, layer):
+    model, processor = tiny_llava
+    inputs = inputs_for(processor, images[:2], ["what is in the image ?", "describe this picture"])
+    prepared, _ = prepared_forward(model, inputs, "fastv", 5, layer=layer)
+    eager = copy.deepcopy(model)
+    eager.set_attn_implementation("eager")
+    with torch.no_grad():
+        out = eager(**inputs, output_attentions=True)
+    attn = out.attentions[layer - 1].mean(dim=1)[:, -1]  # (B, L): heads averaged, from the last token
+    for b, report in enumerate(prepared.reports):
+        slots = (inputs["input_ids"][b] == model.config.image_token_id).nonzero().flatten()
+        want = attn[b, slots].topk(5).indices.sort().values
+        assert torch.equal(report.kept_indices, want)
+        assert report.tokens_after == 5
+        layers = model.config.text_config.num_hidden_layers
+        assert report.equivalent_tokens == pytest.approx((layer * 16 + (layers - layer) * 5) / layers)
+
+
+def test_in_llm_prefill_equals_a_manual_two_stage_forward(tiny_llava, images):
+    """Layers < K on all tokens, layers >= K on the kept ones, original positions: recomputed by hand."""
+    model, processor = tiny_llava
+    inputs = inputs_for(processor, images[:1], ["what is in the image ?"])
+    prepared, logits = prepared_forward(model, inputs, "fastv", 4, layer=2)
+    lm = model.model.language_model
+    embeds = prepared.spliced.inputs_embeds
+    n_text = embeds.shape[1]
+    positions = torch.arange(n_text)[None]
+    with torch.no_grad():
+        hidden = embeds
+        cos_sin = lm.rotary_emb(hidden, position_ids=positions)
+        for layer in lm.layers[:2]:
+            hidden = layer(hidden, attention_mask=None, position_ids=positions, position_embeddings=cos_sin)
+        slots = (prepared.spliced.input_ids[0] == model.config.image_token_id).nonzero().flatten()
+        keep = torch.ones(n_text, dtype=torch.bool)
+        keep[slots] = False
+        keep[slots[prepared.reports[0].kept_indices]] = True
+        hidden, kept_pos = hidden[:, keep], positions[:, keep]
+        cos_sin = lm.rotary_emb(hidden, position_ids=kept_pos)
+        for layer in lm.layers[2:]:
+            hidden = layer(hidden, attention_mask=None, position_ids=kept_pos, position_embeddings=cos_sin)
+        want = model.lm_head(lm.norm(hidden))
+    torch.testing.assert_close(logits, want, rtol=1e-5, atol=1e-5)
+
+
+def two_stage_logits(model, embeds, keep, k_layer):
+    """Manual reference (one unpadded row): layers < K on every position, layers >= K on ``keep``."""
+    lm = model.model.language_model
+    positions = torch.arange(embeds.shape[1])[None]
+    hidden = embeds
+    cos_sin = lm.rotary_emb(hidden, position_ids=positions)
+    for layer in lm.layers[:k_layer]:
+        hidden = layer(hidden, attention_mask=None, position_ids=positions, position_embeddings=cos_sin)
+    hidden, positions = hidden[:, keep], positions[:, keep]
+    cos_sin = lm.rotary_emb(hidden, position_ids=positions)
+    for layer in lm.layers[k_layer:]:
+        hidden = layer(hidden, attention_mask=None, position_ids=positions, position_embeddings=cos_sin)
+    return model.lm_head(lm.norm(hidden))
+
+
+@pytest.mark.parametrize("method", ["fastv", "dart"])
+def test_cached_batched_decoding_matches_uncached_recomputation(tiny_llava, images, method):
+    """Greedy decoding with the per-layer KV cache, left-padded batch of 2, equals re-running the
+    two-stage forward from scratch at every step with the kept set fixed at prefill."""
+    model, processor = tiny_llava
+    inputs = inputs_for(processor, images[:2], ["what is in the image ?", "describe this picture"])
+    prepared = get_adapter(model).prepare(
+        PruneConfig(method, keep=4), inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"]
+    )
+    tokens = generate_pruned(model, prepared, max_new_tokens=4)
+    eos = model.generation_config.eos_token_id
+    for b, report in enumerate(prepared.reports):
+        valid = prepared.spliced.attention_mask[b].bool()
+        embeds = prepared.spliced.inputs_embeds[b][valid][None]
+        slots = (prepared.spliced.input_ids[b][valid] == model.config.image_token_id).nonzero().flatten()
+        keep = torch.ones(embeds.shape[1], dtype=torch.bool)
+        keep[slots] = False
+        keep[slots[report.kept_indices]] = True
+        want = []
+        with torch.no_grad():
+            for _ in range(tokens.shape[1]):
+                nxt = two_stage_logits(model, embeds, keep, 2)[0, -1].argmax()
+                want.append(int(nxt))
+                if int(nxt) == eos:
+                    break
+                embeds = torch.cat([embeds, model.get_input_embeddings()(nxt)[None, None]], dim=1)
+                keep = torch.cat([keep, torch.ones(1, dtype=torch.bool)])
+        assert tokens[b, : len(want)].tolist() == want
+
+
+def test_in_llm_layer_out_of_range_is_a_clear_error(tiny_llava, images):
+    model, processor = tiny_llava
+    inputs = inputs_for(processor, images[:1], ["what ?"])
+    with pytest.raises(ValueError, match="layer must be in"):
+        prepared_forward(model, inputs, "fastv", 4, layer=3)
