@@ -1,0 +1,77 @@
+"""Analytic costs: language-model prefill FLOPs, KV-cache bytes, sensitivity-estimator FLOPs.
+
+Prefill follows the formula used by FastV (Chen et al. 2024, Sec. 4.3) and DivPrune (Alvar et
+al. 2025): per decoder layer 4 n d^2 + 2 n^2 d + 2 n d m for n tokens, hidden size d and FFN
+size m (attention projections, attention scores and values, FFN). It counts multiply-adds of a
+non-gated FFN; Llama's gated FFN has three matrices (3 n d m) and grouped-query attention
+shrinks the K/V projections, so :func:`llama_prefill_macs` gives the exact multiply-adds of a
+Llama decoder layer for comparison. Speed-up bounds are ratios, so the unit cancels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LMShape:
+    """Language-model widths.
+
+    Attributes:
+        hidden: d.
+        intermediate: m (FFN width).
+        layers: decoder layers L.
+        heads: attention heads.
+        kv_heads: key/value heads (= heads without GQA).
+        vocab: vocabulary size.
+    """
+
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    vocab: int
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+
+def prefill_flops(n: int, shape: LMShape, layers: int | None = None) -> float:
+    """FastV / DivPrune prefill cost: L * (4 n d^2 + 2 n^2 d + 2 n d m) for ``n`` tokens."""
+    d, m = shape.hidden, shape.intermediate
+    per_layer = 4 * n * d * d + 2 * n * n * d + 2 * n * d * m
+    return float((shape.layers if layers is None else layers) * per_layer)
+
+
+def llama_prefill_macs(n: int, shape: LMShape, layers: int | None = None) -> float:
+    """Exact multiply-adds of a Llama decoder stack (q/o: 2nd^2, k/v: 2nd*d_kv, QK^T and AV over
+    the full n x n: 2n^2 d, gated FFN: 3ndm); norms, rotary and softmax left out."""
+    d, m = shape.hidden, shape.intermediate
+    d_kv = shape.kv_heads * shape.head_dim
+    per_layer = 2 * n * d * d + 2 * n * d * d_kv + 2 * n * n * d + 3 * n * d * m
+    return float((shape.layers if layers is None else layers) * per_layer)
+
+
+def kv_cache_bytes(seq_len: int, shape: LMShape, bytes_per_element: int, layers: int | None = None) -> int:
+    """K and V of every layer for ``seq_len`` positions: 2 * L * kv_heads * head_dim * seq * bytes."""
+    count = shape.layers if layers is None else layers
+    return 2 * count * shape.kv_heads * shape.head_dim * seq_len * bytes_per_element
+
+
+def estimator_flops(estimator: str, n: int, d_v: int, h: int, d_l: int, num_directions: int = 64) -> float:
+    """Multiply-adds of one image's sensitivity scores through a d_v -> h -> d_l MLP projector.
+
+    ``central``: 2m projector passes on n tokens; ``jvp``: m tangent passes (the primal once);
+    ``closed-form``: the first layer plus g^T K g (n h^2), K itself (h^2 (d_v + d_l), once per
+    model) excluded. One projector pass is n (d_v h + h d_l).
+    """
+    one_pass = n * (d_v * h + h * d_l)
+    if estimator == "central":
+        return float(2 * num_directions * one_pass)
+    if estimator == "jvp":
+        return float((num_directions + 1) * one_pass)
+    if estimator == "closed-form":
+        return float(n * d_v * h + n * h * h)
+    raise ValueError(f"no cost model for estimator {estimator!r}")

@@ -1,0 +1,138 @@
+"""Bench rows (medians, analytic costs, ratios vs the unpruned model), table, JSON and plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .flops import kv_cache_bytes, llama_prefill_macs, prefill_flops
+from .runner import PHASES, CaseResult
+from .synthetic import Shape
+
+
+def build_rows(
+    results: list[CaseResult], shape: Shape, prompt_len: int, new_tokens: int, bytes_per_element: int
+) -> list[dict[str, Any]]:
+    """One JSON-ready row per case; ratios are unpruned / case (higher = faster), the first result
+    must be the unpruned baseline.
+
+    ``prompt_len`` is the prompt length with all N visual placeholders; a case's language-model
+    sequence is ``prompt_len - N + kept``. ``*_full`` fields extrapolate a reduced-depth model to
+    ``shape.full_layers`` by scaling the measured prefill per layer (prefill / layers).
+    """
+    base = results[0]
+    if base.case.method != "none":
+        raise ValueError("the first bench result must be the unpruned baseline ('none')")
+    lm_built, lm_full = shape.lm(), shape.lm(shape.full_layers)
+    scale = shape.full_layers / shape.layers
+    rows: list[dict[str, Any]] = []
+    base_seq = prompt_len
+    base_flops = prefill_flops(base_seq, lm_built)
+    base_macs = llama_prefill_macs(base_seq, lm_built)
+    for res in results:
+        med = {phase: res.median(phase) for phase in PHASES}
+        med["decode_per_token"] = res.median("decode_per_token")
+        seq = prompt_len - res.visual_tokens + res.kept_tokens
+        flops = prefill_flops(seq, lm_built)
+        prefill_full = med["prefill"] * scale
+        ttft_full = med["ttft"] - med["prefill"] + prefill_full
+        row: dict[str, Any] = {
+            "label": res.case.label,
+            "method": res.case.method,
+            "keep": res.case.keep,
+            "estimator": res.case.estimator,
+            "num_directions": res.case.num_directions,
+            "visual_tokens": res.visual_tokens,
+            "kept_tokens": res.kept_tokens,
+            "seq_len": seq,
+            "ms": {k: round(v, 3) for k, v in med.items()},
+            "samples_ms": {k: [round(v, 3) for v in vals] for k, vals in res.samples.items()},
+            "peak_rss_delta_mb": round(sorted(res.peak_rss)[len(res.peak_rss) // 2] / 2**20, 1)
+            if res.peak_rss
+            else None,
+            "kv_cache_bytes": kv_cache_bytes(seq + new_tokens, lm_built, bytes_per_element),
+            "kv_cache_bytes_full": kv_cache_bytes(seq + new_tokens, lm_full, bytes_per_element),
+            "prefill_flops": flops,
+            "prefill_flops_full": prefill_flops(seq, lm_full),
+            "flops_bound_speedup": round(base_flops / flops, 3),
+            "llama_macs_bound_speedup": round(base_macs / llama_prefill_macs(seq, lm_built), 3),
+            "prefill_per_layer_ms": round(med["prefill"] / shape.layers, 3),
+            "prefill_full_ms": round(prefill_full, 1),
+            "ttft_full_ms": round(ttft_full, 1),
+        }
+        rows.append(row)
+    b = rows[0]["ms"]
+    for row in rows:
+        m = row["ms"]
+        row["speedup"] = {
+            k: round(b[k] / m[k], 3) if m[k] > 0 else None
+            for k in ("prefill", "ttft", "e2e", "decode_per_token")
+        }
+        row["prefill_speedup_of_bound"] = round(row["speedup"]["prefill"] / row["flops_bound_speedup"], 3)
+        row["speedup"]["ttft_full"] = round(rows[0]["ttft_full_ms"] / row["ttft_full_ms"], 3)
+        unpruned_full = rows[0]["prefill_full_ms"]
+        row["score_select_pct_of_unpruned_prefill_full"] = round(
+            100 * (m["score"] + m["select"]) / unpruned_full, 3
+        )
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A plain-text table: medians (ms), memory, analytic costs and ratios vs unpruned."""
+    head = (
+        f"{'case':<28}{'seq':>5}{'encode':>9}{'score':>9}{'select':>8}{'prefill':>9}{'dec/tok':>8}"
+        f"{'TTFT':>9}{'e2e':>9}{'peakMB':>8}{'KV MB':>7}{'GFLOPs':>8}{'bound':>7}{'pre x':>7}{'%bnd':>6}"
+        f"{'TTFT x':>7}{'e2e x':>7}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        m, s = r["ms"], r["speedup"]
+        lines.append(
+            f"{r['label']:<28}{r['seq_len']:>5}{m['encode']:>9.1f}{m['score']:>9.1f}{m['select']:>8.1f}"
+            f"{m['prefill']:>9.1f}{m['decode_per_token']:>8.1f}{m['ttft']:>9.1f}{m['e2e']:>9.1f}"
+            f"{(r['peak_rss_delta_mb'] or 0):>8.0f}{r['kv_cache_bytes'] / 2**20:>7.1f}{r['prefill_flops'] / 1e9:>8.1f}"
+            f"{r['flops_bound_speedup']:>7.2f}{s['prefill']:>7.2f}{100 * r['prefill_speedup_of_bound']:>5.0f}%"
+            f"{s['ttft']:>7.2f}{s['e2e']:>7.2f}"
+        )
+    return "\n".join(lines)
+
+
+def plot_bench(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Two panels: stacked time-to-first-token (encode / score / select / prefill / other) per case,
+    and measured prefill speed-up next to the FLOPs bound. Writes a PNG; returns its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [r["label"] for r in rows]
+    parts = ("encode", "score", "select", "prefill")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 0.6 * len(rows) + 2.5))
+    left = [0.0] * len(rows)
+    for part in parts:
+        values = [r["ms"][part] for r in rows]
+        ax1.barh(labels, values, left=left, label=part)
+        left = [a + b for a, b in zip(left, values)]
+    other = [max(0.0, r["ms"]["ttft"] - lf) for r, lf in zip(rows, left)]
+    ax1.barh(labels, other, left=left, label="other (processor, splice)", color="lightgrey")
+    ax1.set_xlabel("time to first token (ms, median)")
+    ax1.invert_yaxis()
+    ax1.legend(fontsize=8)
+    y = range(len(rows))
+    ax2.barh([i - 0.2 for i in y], [r["flops_bound_speedup"] for r in rows], height=0.4, label="FLOPs bound")
+    ax2.barh(
+        [i + 0.2 for i in y], [r["speedup"]["prefill"] for r in rows], height=0.4, label="measured prefill"
+    )
+    ax2.set_yticks(list(y))
+    ax2.set_yticklabels(labels)
+    ax2.invert_yaxis()
+    ax2.set_xlabel("speed-up vs unpruned (x)")
+    ax2.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -1,0 +1,168 @@
+"""Measure the unpruned model and each method x budget side by side through :class:`PrunedVLM`.
+
+One *case* is a method at a budget (with a sensitivity estimator for the zoo methods). Each
+case runs ``warmup`` untimed generations, then ``repeats`` timed ones on the same image and
+prompt; every phase is reported as the median over repeats. Phases come from the pipeline's own
+reports (``PrunedVLM.generate``): ``encode`` (vision tower + projector), ``score`` / ``select``
+(the method), ``prefill`` (``model.generate`` start to first logits: time to first token of the
+language model) and ``decode``; ``e2e`` is the wall clock of the whole ``generate`` call
+(processor included) and ``ttft`` = ``e2e - decode``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..config import Keep, resolve_budget
+from ..methods.estimators import projector_kernel
+from ..vlm import PrunedVLM
+from .memory import PeakRSS
+
+#: Methods that take the ``estimator`` option.
+ESTIMATOR_METHODS = frozenset({"zoo", "zoo-sensitivity"})
+PHASES = ("encode", "score", "select", "prefill", "decode", "ttft", "e2e")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One configuration: ``method`` at budget ``keep`` (``estimator`` for the zoo methods)."""
+
+    method: str
+    keep: Keep
+    estimator: str | None = None
+    num_directions: int | None = None
+
+    @property
+    def label(self) -> str:
+        if self.method == "none":
+            return "none"
+        name = self.method if self.estimator is None else f"{self.method}/{self.estimator}"
+        if self.num_directions is not None and self.estimator in ("central", "jvp"):
+            name += f"(m={self.num_directions})"
+        return f"{name}@{self.keep}"
+
+    def options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {}
+        if self.estimator is not None:
+            opts["estimator"] = self.estimator
+        if self.num_directions is not None:
+            opts["num_directions"] = self.num_directions
+        return opts
+
+
+def make_cases(
+    methods: list[str], keeps: list[Keep], estimators: list[str], num_directions: int | None = None
+) -> list[Case]:
+    """The unpruned baseline first, then every method x budget (x estimator for zoo methods)."""
+    cases = [Case("none", 1.0)]
+    for method in methods:
+        if method == "none":
+            continue
+        for keep in keeps:
+            if method in ESTIMATOR_METHODS:
+                cases += [Case(method, keep, est, num_directions) for est in estimators]
+            else:
+                cases.append(Case(method, keep))
+    return cases
+
+
+@dataclass
+class CaseResult:
+    """Samples (ms) of one case, per phase, and what the language model saw."""
+
+    case: Case
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    peak_rss: list[int] = field(default_factory=list)
+    visual_tokens: int = 0
+    kept_tokens: int = 0
+    seq_len: int = 0
+
+    def median(self, phase: str) -> float:
+        values = self.samples.get(phase, [])
+        return statistics.median(values) if values else 0.0
+
+
+def bench_image(size: int, seed: int = 0) -> Image.Image:
+    """A seeded random RGB image of ``size`` x ``size`` pixels."""
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+
+
+def bench_prompt(words: int) -> str:
+    """A prompt of ``words`` whitespace-separated words (every word is one token of the offline
+    tokenizer; a stand-in for LLaVA's system prompt + question, about 40-60 tokens)."""
+    pool = "describe this picture what is in the image how many red circle are there on the left".split()
+    return " ".join(pool[i % len(pool)] for i in range(max(1, words)))
+
+
+def time_kernel_build(vlm: PrunedVLM) -> float:
+    """Milliseconds to build the closed-form estimator's K for this model's projector (once per model)."""
+    projector = vlm.adapter.float32_projector()
+    start = time.perf_counter()
+    projector_kernel(projector)  # type: ignore[arg-type]
+    return (time.perf_counter() - start) * 1e3
+
+
+def run_case(
+    vlm: PrunedVLM,
+    case: Case,
+    image: Image.Image,
+    prompt: str,
+    new_tokens: int,
+    repeats: int,
+    warmup: int,
+    on_sample: Callable[[str], None] | None = None,
+) -> CaseResult:
+    """Time ``case``: ``warmup`` untimed, then ``repeats`` timed generations of ``new_tokens`` tokens."""
+    vlm.configure(method=case.method, keep=case.keep, **case.options())
+    result = CaseResult(case)
+    gen = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False}
+    for i in range(warmup + repeats):
+        with PeakRSS() as mem:
+            start = time.perf_counter()
+            out = vlm.generate([image], [prompt], **gen)
+            e2e = (time.perf_counter() - start) * 1e3
+        if i < warmup:
+            continue
+        t = out.timings
+        row = {
+            phase: float(t.get(phase, 0.0)) for phase in ("encode", "score", "select", "prefill", "decode")
+        }
+        row["e2e"] = e2e
+        row["ttft"] = e2e - row["decode"]
+        row["decode_per_token"] = row["decode"] / max(1, new_tokens - 1)
+        for key, value in row.items():
+            result.samples.setdefault(key, []).append(value)
+        result.peak_rss.append(mem.peak_delta)
+        report = out.reports[0]
+        result.visual_tokens, result.kept_tokens = report.tokens_before, report.tokens_after
+        if on_sample is not None:
+            on_sample(f"{case.label}: run {i - warmup + 1}/{repeats} e2e {e2e:.0f} ms")
+    return result
+
+
+def text_tokens(vlm: PrunedVLM, image: Image.Image, prompt: str) -> tuple[int, int]:
+    """(prompt length in tokens with the image placeholders, visual tokens per image)."""
+    inputs = vlm.encode_inputs([image], [prompt])
+    ids = inputs["input_ids"][0]
+    visual = int((ids == vlm.adapter.image_token_id).sum())
+    return int(ids.shape[0]), visual
+
+
+def expected_kept(keep: Keep, visual: int, method: str) -> int:
+    return visual if method == "none" else resolve_budget(keep, visual)
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads if given; returns the count in use."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()

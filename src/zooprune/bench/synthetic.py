@@ -1,0 +1,189 @@
+"""Random-weight LLaVA models with real widths, built from a config (no downloads).
+
+``"llava-1.5-7b"``: CLIP ViT-L/14 at 336 px (1024 wide, 24 layers, 16 heads, 4096 MLP; 576
+tokens from the penultimate layer) -> MLP projector 1024 -> 4096 -> 4096 (GELU) -> Llama-7B
+(4096 wide, 32 layers, 32 heads, FFN 11008, vocab 32000). Depth is reducible for CPU with
+``"llava-1.5-7b,layers=2"`` (language-model layers) and ``vision_layers=N``; any width can be
+overridden the same way (the tests use ``"tiny"``). The tokenizer is the offline word-level one
+of :mod:`zooprune.testing.tiny`, padded to the vocabulary size of the shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import torch
+from transformers import (
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+)
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+from ..testing.tiny import CHAT_TEMPLATE, word_tokenizer
+from .flops import LMShape
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Widths and depths of a LLaVA-1.5-style model (vision tower, projector, language model)."""
+
+    image_size: int = 336
+    patch_size: int = 14
+    vision_hidden: int = 1024
+    vision_intermediate: int = 4096
+    vision_layers: int = 24
+    vision_heads: int = 16
+    hidden: int = 4096
+    intermediate: int = 11008
+    layers: int = 32
+    heads: int = 32
+    kv_heads: int = 32
+    vocab: int = 32000
+    full_layers: int = 32  # depth of the real model, for extrapolation when ``layers`` is reduced
+
+    @property
+    def num_visual_tokens(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    def lm(self, layers: int | None = None) -> LMShape:
+        """The language model's widths (``layers`` defaults to the built depth)."""
+        return LMShape(
+            self.hidden,
+            self.intermediate,
+            self.layers if layers is None else layers,
+            self.heads,
+            self.kv_heads,
+            self.vocab,
+        )
+
+
+PRESETS: dict[str, Shape] = {
+    "llava-1.5-7b": Shape(),
+    "llava-1.5-13b": Shape(hidden=5120, intermediate=13824, layers=40, heads=40, kv_heads=40, full_layers=40),
+    "tiny": Shape(
+        image_size=32,
+        patch_size=8,
+        vision_hidden=32,
+        vision_intermediate=64,
+        vision_layers=2,
+        vision_heads=4,
+        hidden=64,
+        intermediate=128,
+        layers=2,
+        heads=4,
+        kv_heads=2,
+        vocab=128,
+        full_layers=2,
+    ),
+}
+
+
+def parse_shape(spec: str) -> tuple[str, Shape]:
+    """``"llava-1.5-7b,layers=2,vision_layers=4"`` -> (preset name, :class:`Shape`)."""
+    name, *overrides = [part.strip() for part in spec.split(",") if part.strip()]
+    if name not in PRESETS:
+        raise ValueError(f"unknown synthetic shape {name!r}; choose from {', '.join(PRESETS)}")
+    known = {f.name for f in fields(Shape)} - {"full_layers"}
+    changes: dict[str, int] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in known:
+            raise ValueError(
+                f"bad shape override {item!r}; use KEY=INT with KEY in {', '.join(sorted(known))}"
+            )
+        try:
+            changes[key] = int(value)
+        except ValueError:
+            raise ValueError(f"shape override {item!r}: {value!r} is not an integer") from None
+        if changes[key] < 1:
+            raise ValueError(f"shape override {item!r} must be >= 1")
+    return name, replace(PRESETS[name], **changes)
+
+
+def synthetic_llava(
+    shape: Shape, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+    """A random-weight ``LlavaForConditionalGeneration`` with ``shape``'s widths, and a processor."""
+    tokenizer = word_tokenizer()
+    if shape.vocab < len(tokenizer):
+        raise ValueError(
+            f"vocab={shape.vocab} is smaller than the offline tokenizer ({len(tokenizer)} tokens)"
+        )
+    vision = CLIPVisionConfig(
+        hidden_size=shape.vision_hidden,
+        intermediate_size=shape.vision_intermediate,
+        num_hidden_layers=shape.vision_layers,
+        num_attention_heads=shape.vision_heads,
+        image_size=shape.image_size,
+        patch_size=shape.patch_size,
+        projection_dim=768,
+        hidden_act="quick_gelu",
+    )
+    text = LlamaConfig(
+        vocab_size=shape.vocab,
+        hidden_size=shape.hidden,
+        intermediate_size=shape.intermediate,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        num_key_value_heads=shape.kv_heads,
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        projector_hidden_act="gelu",
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config).to(dtype).eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": shape.image_size},
+        crop_size={"height": shape.image_size, "width": shape.image_size},
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=shape.patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE,
+    )
+    return model, processor
+
+
+def shape_of_model(model: Any) -> Shape:
+    """The :class:`Shape` of a loaded LLaVA model (for FLOPs and KV-cache sizes of ``--model``)."""
+    text, vision = model.config.text_config, model.config.vision_config
+    return Shape(
+        image_size=vision.image_size,
+        patch_size=vision.patch_size,
+        vision_hidden=vision.hidden_size,
+        vision_intermediate=vision.intermediate_size,
+        vision_layers=vision.num_hidden_layers,
+        vision_heads=vision.num_attention_heads,
+        hidden=text.hidden_size,
+        intermediate=text.intermediate_size,
+        layers=text.num_hidden_layers,
+        heads=text.num_attention_heads,
+        kv_heads=getattr(text, "num_key_value_heads", None) or text.num_attention_heads,
+        vocab=text.vocab_size,
+        full_layers=text.num_hidden_layers,
+    )
+
+
+def shape_dict(shape: Shape) -> dict[str, int]:
+    return asdict(shape)

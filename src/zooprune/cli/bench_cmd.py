@@ -1,0 +1,93 @@
+"""``zooprune bench``: speed of the unpruned model and of each method x budget, side by side."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def parse_list(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise ValueError(f"empty list: {text!r}")
+    return items
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "bench",
+        help="time vision encode, scoring, selection, prefill and decode, pruned vs unpruned",
+        description=(
+            "Measure the unpruned model and every METHOD at every budget side by side: vision "
+            "encode, scoring, selection, prefill (time to first token), decode ms/token, end to "
+            "end, peak memory, KV-cache size, theoretical prefill FLOPs and the FLOPs-bound "
+            "speed-up. Medians over repeats after warm-up; prints a table, writes JSON and a plot. "
+            "--synthetic-shape builds a random-weight model with real widths, e.g. "
+            "'llava-1.5-7b,layers=2' (language-model depth reduced for CPU)."
+        ),
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="model folder (save_pretrained layout) or hub id")
+    source.add_argument(
+        "--synthetic-shape",
+        help="llava-1.5-7b | llava-1.5-13b | tiny, with optional ,key=value overrides "
+        "(layers, vision_layers, hidden, intermediate, ...)",
+    )
+    parser.add_argument(
+        "--methods", default="zoo", help="comma-separated methods (default: zoo; none is always run)"
+    )
+    parser.add_argument("--keep", default="64", help="comma-separated budgets (default: 64)")
+    parser.add_argument(
+        "--estimator",
+        default=None,
+        help="comma-separated sensitivity estimators for the zoo methods "
+        "(central | jvp | closed-form; default: central and the library default)",
+    )
+    parser.add_argument("--num-directions", type=int, default=None, help="m for central / jvp (default: 64)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per case (default: 3)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs per case first (default: 1)")
+    parser.add_argument("--new-tokens", type=int, default=8, help="generated tokens per run (default: 8)")
+    parser.add_argument("--prompt-words", type=int, default=48, help="prompt length in words (default: 48)")
+    parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16 (default: float32)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--seed", type=int, default=0, help="weights / image seed (default: 0)")
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument(
+        "--output", default="runs/bench/bench.json", help="JSON path; the plot goes beside it"
+    )
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..bench import run_bench
+    from ..config import parse_keep
+    from ..methods import get_method
+    from ..methods.estimators import get_estimator
+
+    dtype = getattr(torch, args.dtype, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"unknown dtype {args.dtype!r}; use float32, bfloat16 or float16")
+    methods = [get_method(m).name for m in parse_list(args.methods)]
+    keeps = [parse_keep(k) for k in parse_list(args.keep)]
+    estimators = (
+        None if args.estimator is None else [get_estimator(e).name for e in parse_list(args.estimator)]
+    )
+    run_bench(
+        model=args.model,
+        synthetic_shape=args.synthetic_shape,
+        methods=methods,
+        keeps=keeps,
+        estimators=estimators,
+        num_directions=args.num_directions,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        new_tokens=args.new_tokens,
+        prompt_words=args.prompt_words,
+        dtype=dtype,
+        threads=args.threads,
+        seed=args.seed,
+        device=args.device,
+        output=args.output,
+    )
+    return 0
