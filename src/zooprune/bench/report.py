@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .flops import kv_cache_bytes, llama_prefill_macs, prefill_flops
+from .flops import LMShape, kv_cache_bytes, llama_prefill_macs, prefill_flops
 from .runner import PHASES, CaseResult
 from .synthetic import Shape
+
+
+def staged_flops(
+    count: Callable[..., float], full: int, kept: int, layer: int, layers: int, lm: LMShape
+) -> float:
+    """Prefill cost when layers ``[0, layer)`` see ``full`` tokens and the rest ``kept`` (in-LLM
+    methods prune after layer K; pre-LLM methods have ``layer = 0``)."""
+    head = count(full, lm, layers=min(layer, layers)) if layer else 0.0
+    return head + count(kept, lm, layers=max(0, layers - layer))
+
+
+def staged_kv(
+    full: int, kept: int, layer: int, layers: int, lm: LMShape, new_tokens: int, element: int
+) -> int:
+    """KV-cache bytes after ``new_tokens`` decode steps, layers before ``layer`` holding all tokens."""
+    head = kv_cache_bytes(full + new_tokens, lm, element, layers=min(layer, layers)) if layer else 0
+    return head + kv_cache_bytes(kept + new_tokens, lm, element, layers=max(0, layers - layer))
 
 
 def build_rows(
@@ -33,7 +51,8 @@ def build_rows(
         med = {phase: res.median(phase) for phase in PHASES}
         med["decode_per_token"] = res.median("decode_per_token")
         seq = prompt_len - res.visual_tokens + res.kept_tokens
-        flops = prefill_flops(seq, lm_built)
+        flops = staged_flops(prefill_flops, prompt_len, seq, res.prune_layer, shape.layers, lm_built)
+        macs = staged_flops(llama_prefill_macs, prompt_len, seq, res.prune_layer, shape.layers, lm_built)
         prefill_full = med["prefill"] * scale
         ttft_full = med["ttft"] - med["prefill"] + prefill_full
         row: dict[str, Any] = {
@@ -50,12 +69,19 @@ def build_rows(
             "peak_rss_delta_mb": round(sorted(res.peak_rss)[len(res.peak_rss) // 2] / 2**20, 1)
             if res.peak_rss
             else None,
-            "kv_cache_bytes": kv_cache_bytes(seq + new_tokens, lm_built, bytes_per_element),
-            "kv_cache_bytes_full": kv_cache_bytes(seq + new_tokens, lm_full, bytes_per_element),
+            "kv_cache_bytes": staged_kv(
+                prompt_len, seq, res.prune_layer, shape.layers, lm_built, new_tokens, bytes_per_element
+            ),
+            "kv_cache_bytes_full": staged_kv(
+                prompt_len, seq, res.prune_layer, shape.full_layers, lm_full, new_tokens, bytes_per_element
+            ),
             "prefill_flops": flops,
-            "prefill_flops_full": prefill_flops(seq, lm_full),
+            "prefill_flops_full": staged_flops(
+                prefill_flops, prompt_len, seq, res.prune_layer, shape.full_layers, lm_full
+            ),
+            "prune_layer": res.prune_layer,
             "flops_bound_speedup": round(base_flops / flops, 3),
-            "llama_macs_bound_speedup": round(base_macs / llama_prefill_macs(seq, lm_built), 3),
+            "llama_macs_bound_speedup": round(base_macs / macs, 3),
             "prefill_per_layer_ms": round(med["prefill"] / shape.layers, 3),
             "prefill_full_ms": round(prefill_full, 1),
             "ttft_full_ms": round(ttft_full, 1),

@@ -83,7 +83,7 @@ class CaseResult:
     peak_rss: list[int] = field(default_factory=list)
     visual_tokens: int = 0
     kept_tokens: int = 0
-    seq_len: int = 0
+    prune_layer: int = 0  # language-model layer the visual tokens are dropped before (0: pre-LLM)
 
     def median(self, phase: str) -> float:
         values = self.samples.get(phase, [])
@@ -132,21 +132,31 @@ def run_case(
             e2e = (time.perf_counter() - start) * 1e3
         if i < warmup:
             continue
-        t = out.timings
-        row = {
-            phase: float(t.get(phase, 0.0)) for phase in ("encode", "score", "select", "prefill", "decode")
-        }
+        t, report = out.timings, out.reports[0]
+        row = {phase: float(t.get(phase, 0.0)) for phase in ("encode", "prefill", "decode")}
+        # the method's own phases (in-LLM methods select inside the prefill: counted in both)
+        row.update({phase: float(report.timings.get(phase, 0.0)) for phase in ("score", "select")})
         row["e2e"] = e2e
         row["ttft"] = e2e - row["decode"]
         row["decode_per_token"] = row["decode"] / max(1, new_tokens - 1)
         for key, value in row.items():
             result.samples.setdefault(key, []).append(value)
         result.peak_rss.append(mem.peak_delta)
-        report = out.reports[0]
         result.visual_tokens, result.kept_tokens = report.tokens_before, report.tokens_after
+        result.prune_layer = prune_layer(vlm, case)
         if on_sample is not None:
             on_sample(f"{case.label}: run {i - warmup + 1}/{repeats} e2e {e2e:.0f} ms")
     return result
+
+
+def prune_layer(vlm: PrunedVLM, case: Case) -> int:
+    """Decoder layer from which the kept tokens alone go on: 0 for pre-LLM methods, K for in-LLM."""
+    from ..adapters.in_llm import DEFAULT_LAYER
+    from ..methods import get_method
+
+    if get_method(case.method).stage != "in_llm":
+        return 0
+    return int(vlm.config.options.get("layer", DEFAULT_LAYER))
 
 
 def text_tokens(vlm: PrunedVLM, image: Image.Image, prompt: str) -> tuple[int, int]:
