@@ -148,3 +148,14 @@ def test_make_tiny_writes_a_loadable_checkpoint(tmp_path, images):
     assert main(["make-tiny", str(tmp_path / "tiny")]) == 0
     vlm = zooprune.load(tmp_path / "tiny", keep=2)
     assert vlm.generate([images[0]], ["what ?"], max_new_tokens=2).reports[0].tokens_after == 2
+
+
+def test_support_matrix_is_derived_from_the_registries(capsys):
+    from zooprune.adapters import ADAPTERS
+    from zooprune.methods import METHODS
+
+    assert main(["methods", "--matrix"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split("|")[2:-1] == [f" {n} " for n in METHODS.names()]
+    assert len(lines) == 2 + len(ADAPTERS)
+    assert lines[2].startswith("| llava |") and all(c.strip() == "yes" for c in lines[2].split("|")[2:-1])

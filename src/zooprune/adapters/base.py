@@ -74,6 +74,8 @@ class VLMAdapter:
     model_class: ClassVar[str] = ""
     #: processor outputs besides input_ids / attention_mask / pixel_values that ``encode`` reads.
     vision_input_names: ClassVar[tuple[str, ...]] = ()
+    #: the ``PruneContext`` needs this family can fill (drives the support matrix).
+    provides: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model

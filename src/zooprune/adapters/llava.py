@@ -20,6 +20,9 @@ from .base import ImageTokens, VLMAdapter
 class LlavaAdapter(VLMAdapter):
     model_types = ("llava",)
     model_class = "LlavaForConditionalGeneration"
+    provides = frozenset(
+        {"features", "projector", "grid", "cls_attention", "keys", "instruction", "llm_layer"}
+    )
 
     def projector(self) -> nn.Module:
         return self.model.model.multi_modal_projector

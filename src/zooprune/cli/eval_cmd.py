@@ -28,8 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(model=None)
     parser.add_argument(
         "--methods",
-        default="none,zoo,zoo-sensitivity,divprune,visionzip,cdpruner,pool,norm,random",
-        help="comma-separated methods; 'none' = unpruned (default: all pre-LLM methods)",
+        default="none,zoo,zoo-sensitivity,divprune,visionzip,cdpruner,fastv,dart,pool,norm,random",
+        help="comma-separated methods; 'none' = unpruned (default: every registered method)",
     )
     parser.add_argument(
         "--keep", default=DEFAULT_KEEPS, help=f"comma-separated budgets (default: {DEFAULT_KEEPS})"
@@ -49,6 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--output", default="runs/eval/results.json", help="results JSON; predictions go beside it"
     )
+    parser.add_argument("--markdown", default=None, help="also write the table as markdown to this file")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(handler=handle)
 
@@ -63,7 +64,7 @@ def parse_list(text: str) -> list[str]:
 def handle(args: argparse.Namespace) -> int:
     from ..eval.cache import PredictionCache
     from ..eval.data import generated_items, jsonl_items
-    from ..eval.report import format_table, plot_accuracy_vs_budget
+    from ..eval.report import format_table, markdown_table, plot_accuracy_vs_budget
     from ..eval.runner import evaluate
     from ..methods import get_method
     from ..testbed import EVAL_SEED
@@ -112,6 +113,9 @@ def handle(args: argparse.Namespace) -> int:
         json.dumps({"settings": settings, "results": summaries, "plots": [str(p) for p in plots]}, indent=2)
         + "\n"
     )
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(markdown_table(summaries))
     print(format_table(summaries))
     print(f"\nresults: {output}\nplot: {plots[0]}")
     return 0

@@ -11,12 +11,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="list pruning methods and supported model types",
         description="List every registered pruning method (with what it needs) and every supported config.model_type.",
     )
+    parser.add_argument(
+        "--matrix", action="store_true", help="print the model-type x method support matrix as markdown"
+    )
     parser.set_defaults(handler=handle)
+
+
+def support_matrix() -> str:
+    """Markdown table: one row per model type, one column per method; derived from the registries
+    (a method runs on a family when the family's adapter provides everything the method needs)."""
+    from ..adapters import ADAPTERS
+    from ..methods import METHODS
+
+    names = METHODS.names()
+    lines = ["| model type | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for model_type, adapter in ADAPTERS.items():
+        cells = ["yes" if METHODS.get(n).needs <= adapter.provides else "-" for n in names]
+        lines.append(f"| {model_type} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def handle(args: argparse.Namespace) -> int:
     from ..adapters import list_model_types
     from ..methods import METHODS
+
+    if args.matrix:
+        print(support_matrix())
+        return 0
 
     print("methods:")
     for name, method in METHODS.items():

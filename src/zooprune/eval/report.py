@@ -7,14 +7,20 @@ from typing import Any
 
 
 def format_table(summaries: list[dict[str, Any]]) -> str:
-    """One row per (method, budget): kept tokens, accuracy per family, overall, relative (%)."""
+    """One row per (method, budget): kept tokens, layer-averaged tokens, accuracy per family, overall,
+    relative (%). Returned as aligned plain text."""
     families = sorted({f for s in summaries for f in s["per_family"]})
-    head = ["method", "keep", "tokens"] + families + ["overall", "rel.%"]
+    head = ["method", "keep", "tokens", "equiv."] + families + ["overall", "rel.%"]
     lines = [head]
     for s in summaries:
         rel = "-" if s["relative"] is None else f"{s['relative']:.1f}"
         lines.append(
-            [s["method"], s["keep"], f"{s['mean_kept_tokens']:.1f}"]
+            [
+                s["method"],
+                s["keep"],
+                f"{s['mean_kept_tokens']:.1f}",
+                f"{s.get('mean_equivalent_tokens', s['mean_kept_tokens']):.1f}",
+            ]
             + [f"{100 * s['per_family'].get(f, float('nan')):.1f}" for f in families]
             + [f"{100 * s['accuracy']:.1f}", rel]
         )
@@ -27,6 +33,20 @@ def format_table(summaries: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def markdown_table(summaries: list[dict[str, Any]]) -> str:
+    """The same table as :func:`format_table`, as GitHub markdown."""
+    rows = [line.split() for line in format_table(summaries).splitlines()]
+    head, body = rows[0], [r for r in rows[2:]]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(out) + "\n"
+
+
+def tokens(summary: dict[str, Any]) -> float:
+    """Layer-averaged visual tokens (equal to kept tokens for pre-LLM methods)."""
+    return summary.get("mean_equivalent_tokens", summary["mean_kept_tokens"])
+
+
 def plot_accuracy_vs_budget(summaries: list[dict[str, Any]], path: str | Path, title: str = "") -> list[Path]:
     """Accuracy (%) against mean kept visual tokens, one line per method; writes PNG and SVG."""
     import matplotlib
@@ -37,19 +57,19 @@ def plot_accuracy_vs_budget(summaries: list[dict[str, Any]], path: str | Path, t
     fig, ax = plt.subplots(figsize=(7, 4.5))
     methods = list(dict.fromkeys(s["method"] for s in summaries))
     for method in methods:
-        rows = sorted((s for s in summaries if s["method"] == method), key=lambda s: s["mean_kept_tokens"])
+        rows = sorted((s for s in summaries if s["method"] == method), key=lambda s: tokens(s))
         if method == "none":
             ax.axhline(100 * rows[0]["accuracy"], color="black", ls="--", lw=1, label="unpruned")
             continue
         ax.plot(
-            [r["mean_kept_tokens"] for r in rows],
+            [tokens(r) for r in rows],
             [100 * r["accuracy"] for r in rows],
             marker="o",
             lw=2.5 if method == "zoo" else 1.3,
             label=method,
         )
     ax.set_xscale("log")
-    ax.set_xlabel("visual tokens kept per image (log scale)")
+    ax.set_xlabel("visual tokens per image, averaged over LLM layers (log scale)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title or "accuracy vs. visual-token budget")
     ax.grid(alpha=0.3)

@@ -71,6 +71,7 @@ def evaluate(
                         "correct": is_correct(text, it.answer),
                         "tokens_before": report.tokens_before,
                         "tokens_after": report.tokens_after,
+                        "equivalent_tokens": report.equivalent_tokens,
                     }
                     for it, text, report in zip(batch, result.texts, result.reports)
                 ]
@@ -87,6 +88,8 @@ def evaluate(
                 "per_family": {k: v for k, v in accuracy.items() if k != "overall"},
                 "mean_tokens_before": sum(r["tokens_before"] for r in rows) / len(rows),
                 "mean_kept_tokens": sum(r["tokens_after"] for r in rows) / len(rows),
+                "mean_equivalent_tokens": sum(r.get("equivalent_tokens", r["tokens_after"]) for r in rows)
+                / len(rows),
             }
         )
     bar.close()
