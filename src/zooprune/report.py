@@ -53,6 +53,12 @@ class PruneReport:
         if self.equivalent_tokens is None:
             self.equivalent_tokens = float(self.tokens_after)
 
+    def overlay(self, image: Any, processor: Any, dim: float = 0.25) -> Any:
+        """``image`` (PIL) with the patches of dropped tokens dimmed; see :func:`zooprune.viz.overlay`."""
+        from .viz.overlay import overlay
+
+        return overlay(image, self, processor, dim=dim)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready view (tensors as lists)."""
         return {

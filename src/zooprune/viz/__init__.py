@@ -1,0 +1,27 @@
+"""See what a pruning method kept: token overlays, sensitivity heatmaps, comparison figures, plots.
+
+Python API::
+
+    result = vlm.generate([image], [prompt])
+    picture = zooprune.viz.overlay(image, result.reports[0], vlm.processor)   # PIL image
+    # or: result.reports[0].overlay(image, vlm.processor)
+
+``import zooprune.viz`` loads numpy and PIL only; matplotlib is imported by the functions that draw.
+"""
+
+from __future__ import annotations
+
+from .compare import MethodRun, run_methods, sensitivity_report
+from .geometry import CropGeometry, crop_geometry
+from .overlay import heatmap, kept_mask, overlay
+
+__all__ = [
+    "CropGeometry",
+    "MethodRun",
+    "crop_geometry",
+    "heatmap",
+    "kept_mask",
+    "overlay",
+    "run_methods",
+    "sensitivity_report",
+]

@@ -1,0 +1,78 @@
+"""One matplotlib figure comparing methods on one image: overlays, answers, token counts, heatmap."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from ..report import PruneReport
+from .compare import MethodRun
+from .overlay import heatmap, overlay
+
+#: Width of one panel in inches, and panels per row.
+PANEL_INCHES = 3.2
+MAX_COLUMNS = 4
+
+
+def comparison_figure(
+    image: Image.Image,
+    runs: list[MethodRun],
+    processor: Any,
+    sensitivity: PruneReport | None = None,
+    prompt: str = "",
+    dpi: int = 100,
+) -> Any:
+    """A grid of panels (up to four a row): input image, one overlay per method (answer, kept/total, timings in the
+    caption), then the zoo sensitivity heatmap when ``sensitivity`` is given. Returns the figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels: list[tuple[Image.Image, str, str]] = [(image.convert("RGB"), "input", wrap(prompt))]
+    for run in runs:
+        caption = f"{wrap(repr(run.answer))}\n{run.summary()}"
+        panels.append(
+            (overlay(image, run.report, processor), f"{run.method} (keep {run.report.keep})", caption)
+        )
+    if sensitivity is not None:
+        panels.append(
+            (heatmap(image, sensitivity, processor), "zoo sensitivity", "brighter = more sensitive")
+        )
+    cols = min(MAX_COLUMNS, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(PANEL_INCHES * cols, (PANEL_INCHES + 1.0) * rows), dpi=dpi, squeeze=False
+    )
+    for ax in axes.flat[len(panels) :]:
+        ax.axis("off")
+    for ax, (picture, title, caption) in zip(axes.flat, panels):
+        ax.imshow(picture, interpolation="nearest")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(caption, fontsize=7.5)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def wrap(text: str, width: int = 38) -> str:
+    """Break ``text`` into lines of at most ``width`` characters (at spaces when possible)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)[:3]) if text else ""
+
+
+def save_figure(fig: Any, path: str | Path) -> list[Path]:
+    """Save ``fig`` at ``path`` (its suffix, PNG by default) and close it; returns the written paths."""
+    import matplotlib.pyplot as plt
+
+    out = Path(path)
+    if not out.suffix:
+        out = out.with_suffix(".png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return [out]
