@@ -32,6 +32,8 @@ class PruneReport:
         tokens_after: visual tokens kept (for in-LLM methods: from layer K on; all N enter layer 0).
         equivalent_tokens: visual tokens averaged over language-model layers (the FLOPs-equivalent
             count: ``(K N + (L - K) k) / L`` for in-LLM methods, ``tokens_after`` otherwise).
+        text_tokens: non-visual tokens of the prompt this image belongs to.
+        prune_layer: language-model layer from which only kept tokens remain (0 = before the LLM).
         kept_indices: ``(k,)`` LongTensor of kept token indices (original order).
         scores: ``(N,)`` float32 per-token scores of the method, or None.
         grid: ``(rows, cols)`` token grid of the image, or None.
@@ -48,6 +50,8 @@ class PruneReport:
     grid: tuple[int, int] | None = None
     timings: dict[str, float] = field(default_factory=dict)
     equivalent_tokens: float | None = None
+    text_tokens: int = 0
+    prune_layer: int = 0
 
     def __post_init__(self) -> None:
         if self.equivalent_tokens is None:
@@ -67,6 +71,8 @@ class PruneReport:
             "tokens_before": self.tokens_before,
             "tokens_after": self.tokens_after,
             "equivalent_tokens": round(float(self.equivalent_tokens), 3),
+            "text_tokens": self.text_tokens,
+            "prune_layer": self.prune_layer,
             "kept_indices": self.kept_indices.tolist(),
             "scores": None if self.scores is None else [round(float(s), 6) for s in self.scores],
             "grid": None if self.grid is None else list(self.grid),

@@ -187,8 +187,17 @@ class VLMAdapter:
                 kept_sources,
                 pad_id=self.pad_token_id(),
             )
-        for r in reports:
+        row_lengths = (
+            attention_mask.sum(dim=1)
+            if attention_mask is not None
+            else torch.full((len(input_ids),), input_ids.shape[1])
+        ).tolist()
+        visual_per_row = [0] * len(row_lengths)
+        for owner, r in zip(owners, reports):
+            visual_per_row[owner] += r.tokens_before
+        for owner, r in zip(owners, reports):
             r.timings["encode"] = timings["encode"]
+            r.text_tokens = int(row_lengths[owner]) - visual_per_row[owner]
         plan = None
         if method.stage == "in_llm":
             plan = InLLMPlan(

@@ -163,6 +163,7 @@ class InLLMPlan:
             report.kept_indices = sel.indices.cpu()
             report.scores = None if sel.scores is None else sel.scores.float().cpu()
             report.tokens_after = int(kept.numel())
+            report.prune_layer = self.layer
             layers = len(self.language_model.layers)
             report.equivalent_tokens = (self.layer * n + (layers - self.layer) * kept.numel()) / layers
         counts = (~drop).sum(dim=1)

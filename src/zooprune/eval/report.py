@@ -10,7 +10,7 @@ def format_table(summaries: list[dict[str, Any]]) -> str:
     """One row per (method, budget): kept tokens, layer-averaged tokens, accuracy per family, overall,
     relative (%). Returned as aligned plain text."""
     families = sorted({f for s in summaries for f in s["per_family"]})
-    head = ["method", "keep", "tokens", "equiv."] + families + ["overall", "rel.%"]
+    head = ["method", "keep", "tokens", "equiv.", "GFLOPs"] + families + ["overall", "rel.%"]
     lines = [head]
     for s in summaries:
         rel = "-" if s["relative"] is None else f"{s['relative']:.1f}"
@@ -20,6 +20,7 @@ def format_table(summaries: list[dict[str, Any]]) -> str:
                 s["keep"],
                 f"{s['mean_kept_tokens']:.1f}",
                 f"{s.get('mean_equivalent_tokens', s['mean_kept_tokens']):.1f}",
+                f"{s.get('mean_prefill_gflops', float('nan')):.3g}",
             ]
             + [f"{100 * s['per_family'].get(f, float('nan')):.1f}" for f in families]
             + [f"{100 * s['accuracy']:.1f}", rel]

@@ -7,7 +7,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ..bench.flops import LMShape, prefill_flops
 from ..config import Keep
+from ..report import PruneReport
 from ..vlm import PrunedVLM
 from .cache import PredictionCache
 from .data import EvalItem
@@ -46,6 +48,7 @@ def evaluate(
     Returns one summary dict per configuration (accuracy overall and per family, mean kept tokens).
     """
     pairs = configurations(methods, keeps)
+    shape = lm_shape(vlm.model.config)
     todo_total = sum(1 for m, k in pairs for it in items if cache.get(m, keep_label(m, k), it.uid) is None)
     bar = tqdm(total=todo_total, desc="eval", unit="q", disable=not progress)
     summaries = []
@@ -72,6 +75,7 @@ def evaluate(
                         "tokens_before": report.tokens_before,
                         "tokens_after": report.tokens_after,
                         "equivalent_tokens": report.equivalent_tokens,
+                        "prefill_flops": report_prefill_flops(report, shape),
                     }
                     for it, text, report in zip(batch, result.texts, result.reports)
                 ]
@@ -90,11 +94,34 @@ def evaluate(
                 "mean_kept_tokens": sum(r["tokens_after"] for r in rows) / len(rows),
                 "mean_equivalent_tokens": sum(r.get("equivalent_tokens", r["tokens_after"]) for r in rows)
                 / len(rows),
+                "mean_prefill_gflops": sum(r.get("prefill_flops", 0.0) for r in rows) / len(rows) / 1e9,
             }
         )
     bar.close()
     add_relative(summaries)
     return summaries
+
+
+def lm_shape(config: Any) -> LMShape:
+    """Language-model widths of a VLM config (for the prefill FLOPs formula)."""
+    text = getattr(config, "text_config", config)
+    return LMShape(
+        hidden=text.hidden_size,
+        intermediate=text.intermediate_size,
+        layers=text.num_hidden_layers,
+        heads=text.num_attention_heads,
+        kv_heads=getattr(text, "num_key_value_heads", None) or text.num_attention_heads,
+        vocab=text.vocab_size,
+    )
+
+
+def report_prefill_flops(report: PruneReport, shape: LMShape) -> float:
+    """Prefill FLOPs (FastV/DivPrune formula) of a one-image prompt: all tokens up to
+    ``prune_layer``, text + kept visual tokens after it."""
+    full = report.text_tokens + report.tokens_before
+    kept = report.text_tokens + report.tokens_after
+    k = report.prune_layer
+    return prefill_flops(full, shape, layers=k) + prefill_flops(kept, shape, layers=shape.layers - k)
 
 
 def add_relative(summaries: list[dict[str, Any]]) -> None:
