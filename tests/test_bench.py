@@ -124,14 +124,16 @@ def test_bench_cli_end_to_end_tiny(tmp_path, capsys):
             "score",
             "select",
             "prefill",
+            "lm_prefill",
             "decode",
             "decode_per_token",
             "ttft",
             "e2e",
         }
         assert row["prefill_flops"] > 0 and row["kv_cache_bytes"] > 0 and row["peak_rss_delta_mb"] is not None
-        assert set(row["speedup"]) >= {"prefill", "ttft", "e2e", "decode_per_token"}
-        assert "flops_bound_speedup" in row and "prefill_speedup_of_bound" in row
+        assert set(row["speedup"]) >= {"prefill", "lm_prefill", "ttft", "e2e", "decode_per_token"}
+        assert "flops_bound_speedup" in row and "lm_prefill_speedup_of_bound" in row
+        assert row["ms"]["lm_prefill"] > 0 and row["prefill_full_ms"] >= row["ms"]["prefill"]
     none, zoo = rows[0], rows[1]
     assert none["seq_len"] - zoo["seq_len"] == 12 and zoo["kept_tokens"] == 4
     assert none["flops_bound_speedup"] == 1.0 and zoo["flops_bound_speedup"] > 1.0

@@ -122,7 +122,9 @@ def run_bench(
             "scoring, selection, splice and LM prefill); prefill = model.generate start to first logits",
             "flops: FastV/DivPrune formula L*(4nd^2 + 2n^2 d + 2ndm) at the built depth; "
             "llama_macs_bound uses the exact Llama count (gated FFN 3ndm, GQA)",
-            "*_full: reduced-depth measurements extrapolated to shape.full_layers by prefill per layer",
+            "lm_prefill: one forward of the decoder stack alone on the spliced inputs (what the FLOPs "
+            "formula counts); *_full: reduced depth extrapolated to shape.full_layers with the measured "
+            "lm_prefill per layer for the missing layers",
             "peak_rss_delta_mb: peak RSS during one generate (sampled every 2 ms) minus RSS before it",
             "kv_cache_bytes: K and V of every layer for seq_len + new_tokens positions",
         ],

@@ -36,13 +36,14 @@ def build_rows(
 
     ``prompt_len`` is the prompt length with all N visual placeholders; a case's language-model
     sequence is ``prompt_len - N + kept``. ``*_full`` fields extrapolate a reduced-depth model to
-    ``shape.full_layers`` by scaling the measured prefill per layer (prefill / layers).
+    ``shape.full_layers`` layers: the generate prefill plus the missing layers at the measured
+    decoder-stack cost per layer (``lm_prefill / layers``; ``prefill / layers`` where there is no
+    ``lm_prefill``), so fixed costs (embedding, lm_head, generate set-up) are counted once.
     """
     base = results[0]
     if base.case.method != "none":
         raise ValueError("the first bench result must be the unpruned baseline ('none')")
     lm_built, lm_full = shape.lm(), shape.lm(shape.full_layers)
-    scale = shape.full_layers / shape.layers
     rows: list[dict[str, Any]] = []
     base_seq = prompt_len
     base_flops = prefill_flops(base_seq, lm_built)
@@ -53,7 +54,8 @@ def build_rows(
         seq = prompt_len - res.visual_tokens + res.kept_tokens
         flops = staged_flops(prefill_flops, prompt_len, seq, res.prune_layer, shape.layers, lm_built)
         macs = staged_flops(llama_prefill_macs, prompt_len, seq, res.prune_layer, shape.layers, lm_built)
-        prefill_full = med["prefill"] * scale
+        per_layer = (med["lm_prefill"] or med["prefill"]) / shape.layers
+        prefill_full = med["prefill"] + per_layer * (shape.full_layers - shape.layers)
         ttft_full = med["ttft"] - med["prefill"] + prefill_full
         row: dict[str, Any] = {
             "label": res.case.label,
@@ -82,7 +84,7 @@ def build_rows(
             "prune_layer": res.prune_layer,
             "flops_bound_speedup": round(base_flops / flops, 3),
             "llama_macs_bound_speedup": round(base_macs / macs, 3),
-            "prefill_per_layer_ms": round(med["prefill"] / shape.layers, 3),
+            "lm_prefill_per_layer_ms": round(per_layer, 3),
             "prefill_full_ms": round(prefill_full, 1),
             "ttft_full_ms": round(ttft_full, 1),
         }
@@ -92,9 +94,12 @@ def build_rows(
         m = row["ms"]
         row["speedup"] = {
             k: round(b[k] / m[k], 3) if m[k] > 0 else None
-            for k in ("prefill", "ttft", "e2e", "decode_per_token")
+            for k in ("prefill", "lm_prefill", "ttft", "e2e", "decode_per_token")
         }
         row["prefill_speedup_of_bound"] = round(row["speedup"]["prefill"] / row["flops_bound_speedup"], 3)
+        lm = row["speedup"]["lm_prefill"]
+        row["lm_prefill_speedup_of_bound"] = None if lm is None else round(lm / row["flops_bound_speedup"], 3)
+        row["speedup"]["prefill_full"] = round(rows[0]["prefill_full_ms"] / row["prefill_full_ms"], 3)
         row["speedup"]["ttft_full"] = round(rows[0]["ttft_full_ms"] / row["ttft_full_ms"], 3)
         unpruned_full = rows[0]["prefill_full_ms"]
         row["score_select_pct_of_unpruned_prefill_full"] = round(
@@ -106,18 +111,20 @@ def build_rows(
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A plain-text table: medians (ms), memory, analytic costs and ratios vs unpruned."""
     head = (
-        f"{'case':<28}{'seq':>5}{'encode':>9}{'score':>9}{'select':>8}{'prefill':>9}{'dec/tok':>8}"
-        f"{'TTFT':>9}{'e2e':>9}{'peakMB':>8}{'KV MB':>7}{'GFLOPs':>8}{'bound':>7}{'pre x':>7}{'%bnd':>6}"
+        f"{'case':<28}{'seq':>5}{'encode':>9}{'score':>9}{'select':>8}{'prefill':>9}{'LM pre':>9}{'dec/tok':>8}"
+        f"{'TTFT':>9}{'e2e':>9}{'peakMB':>8}{'KV MB':>7}{'GFLOPs':>8}{'bound':>7}{'LM x':>7}{'%bnd':>6}"
         f"{'TTFT x':>7}{'e2e x':>7}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         m, s = r["ms"], r["speedup"]
+        lm_x = s["lm_prefill"] or 0.0
+        pct = r["lm_prefill_speedup_of_bound"] or 0.0
         lines.append(
             f"{r['label']:<28}{r['seq_len']:>5}{m['encode']:>9.1f}{m['score']:>9.1f}{m['select']:>8.1f}"
-            f"{m['prefill']:>9.1f}{m['decode_per_token']:>8.1f}{m['ttft']:>9.1f}{m['e2e']:>9.1f}"
-            f"{(r['peak_rss_delta_mb'] or 0):>8.0f}{r['kv_cache_bytes'] / 2**20:>7.1f}{r['prefill_flops'] / 1e9:>8.1f}"
-            f"{r['flops_bound_speedup']:>7.2f}{s['prefill']:>7.2f}{100 * r['prefill_speedup_of_bound']:>5.0f}%"
+            f"{m['prefill']:>9.1f}{m['lm_prefill']:>9.1f}{m['decode_per_token']:>8.1f}{m['ttft']:>9.1f}"
+            f"{m['e2e']:>9.1f}{(r['peak_rss_delta_mb'] or 0):>8.0f}{r['kv_cache_bytes'] / 2**20:>7.1f}"
+            f"{r['prefill_flops'] / 1e9:>8.1f}{r['flops_bound_speedup']:>7.2f}{lm_x:>7.2f}{100 * pct:>5.0f}%"
             f"{s['ttft']:>7.2f}{s['e2e']:>7.2f}"
         )
     return "\n".join(lines)

@@ -5,8 +5,12 @@ case runs ``warmup`` untimed generations, then ``repeats`` timed ones on the sam
 prompt; every phase is reported as the median over repeats. Phases come from the pipeline's own
 reports (``PrunedVLM.generate``): ``encode`` (vision tower + projector), ``score`` / ``select``
 (the method), ``prefill`` (``model.generate`` start to first logits: time to first token of the
-language model) and ``decode``; ``e2e`` is the wall clock of the whole ``generate`` call
-(processor included) and ``ttft`` = ``e2e - decode``.
+language model) and ``decode``; ``e2e`` is the wall clock of ``PrunedVLM.prepare`` (processor,
+encode, prune, splice) plus ``generate_pruned`` (what ``PrunedVLM.generate`` runs, minus
+detokenising) and ``ttft`` = ``e2e - decode``. ``lm_prefill`` times, after each generation,
+one forward of the decoder stack alone (``model.model.language_model``, no embedding, no
+lm_head, no ``generate`` set-up) on the same spliced inputs: the language-model prefill that
+the FLOPs formula counts (pre-LLM methods only; None for in-LLM methods).
 """
 
 from __future__ import annotations
@@ -21,14 +25,16 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..adapters import PreparedInputs
 from ..config import Keep, resolve_budget
+from ..generation import generate_pruned
 from ..methods.estimators import projector_kernel
 from ..vlm import PrunedVLM
 from .memory import PeakRSS
 
 #: Methods that take the ``estimator`` option.
 ESTIMATOR_METHODS = frozenset({"zoo", "zoo-sensitivity"})
-PHASES = ("encode", "score", "select", "prefill", "decode", "ttft", "e2e")
+PHASES = ("encode", "score", "select", "prefill", "lm_prefill", "decode", "ttft", "e2e")
 
 
 @dataclass(frozen=True)
@@ -125,20 +131,25 @@ def run_case(
     vlm.configure(method=case.method, keep=case.keep, **case.options())
     result = CaseResult(case)
     gen = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False}
+    in_llm = prune_layer(vlm, case) > 0
     for i in range(warmup + repeats):
         with PeakRSS() as mem:
             start = time.perf_counter()
-            out = vlm.generate([image], [prompt], **gen)
+            prepared = vlm.prepare([image], [prompt])
+            generate_pruned(vlm.model, prepared, **gen)
             e2e = (time.perf_counter() - start) * 1e3
+        lm_ms = None if in_llm else time_lm_prefill(vlm, prepared)
         if i < warmup:
             continue
-        t, report = out.timings, out.reports[0]
+        t, report = prepared.timings, prepared.reports[0]
         row = {phase: float(t.get(phase, 0.0)) for phase in ("encode", "prefill", "decode")}
         # the method's own phases (in-LLM methods select inside the prefill: counted in both)
         row.update({phase: float(report.timings.get(phase, 0.0)) for phase in ("score", "select")})
         row["e2e"] = e2e
         row["ttft"] = e2e - row["decode"]
         row["decode_per_token"] = row["decode"] / max(1, new_tokens - 1)
+        if lm_ms is not None:
+            row["lm_prefill"] = lm_ms
         for key, value in row.items():
             result.samples.setdefault(key, []).append(value)
         result.peak_rss.append(mem.peak_delta)
@@ -147,6 +158,16 @@ def run_case(
         if on_sample is not None:
             on_sample(f"{case.label}: run {i - warmup + 1}/{repeats} e2e {e2e:.0f} ms")
     return result
+
+
+@torch.no_grad()
+def time_lm_prefill(vlm: PrunedVLM, prepared: PreparedInputs) -> float:
+    """Milliseconds of one decoder-stack forward (with a KV cache, as prefill) on ``prepared``'s inputs."""
+    language_model = vlm.adapter.language_model()
+    kwargs = prepared.model_kwargs()
+    start = time.perf_counter()
+    language_model(**kwargs, use_cache=True)
+    return (time.perf_counter() - start) * 1e3
 
 
 def prune_layer(vlm: PrunedVLM, case: Case) -> int:
