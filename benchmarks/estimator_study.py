@@ -171,6 +171,40 @@ def agreement(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def testbed_agreement(vlm: Any, items: list[Any], keep: float) -> list[dict[str, Any]]:
+    """Spearman and kept-set overlap with central m=64 on the testbed model's own features and projector."""
+    from zooprune.config import resolve_budget
+
+    projector = vlm.adapter.float32_projector()
+    stats: dict[str, dict[str, list[float]]] = {label: {} for label, *_ in ESTIMATORS}
+    for item in items:
+        inputs = vlm.encode_inputs([item.image], [item.question])
+        with torch.no_grad():
+            image = vlm.adapter.encode(inputs["pixel_values"], frozenset({"features", "projector"}))[0]
+        x, z = image.features.float(), image.projected.float()
+        k = resolve_budget(keep, x.shape[0])
+        outputs = {}
+        for label, name, m, seed in ESTIMATORS:
+            scores, ms = timed_scores(x, projector, name, m, seed)
+            outputs[label] = (scores, select(z, scores, k), scores.topk(k).indices, ms)
+        ref_scores, ref_kept, ref_top, _ = outputs[ESTIMATORS[0][0]]
+        for label, (scores, kept, top, ms) in outputs.items():
+            stats[label].setdefault("spearman", []).append(spearman(scores, ref_scores))
+            stats[label].setdefault("overlap_sads", []).append(overlap(kept, ref_kept))
+            stats[label].setdefault("overlap_topk", []).append(overlap(top, ref_top))
+            stats[label].setdefault("ms", []).append(ms)
+    return [
+        {
+            "estimator": label,
+            "spearman_mean": round(statistics.mean(s["spearman"]), 4),
+            "overlap_sads_mean": round(statistics.mean(s["overlap_sads"]), 4),
+            "overlap_topk_mean": round(statistics.mean(s["overlap_topk"]), 4),
+            "ms_median": round(statistics.median(s["ms"]), 2),
+        }
+        for label, s in stats.items()
+    ]
+
+
 def testbed_accuracy(args: argparse.Namespace) -> dict[str, Any]:
     """zoo accuracy per estimator on the testbed (held-out generated questions), relative to unpruned."""
     from zooprune.eval.cache import PredictionCache
@@ -183,6 +217,8 @@ def testbed_accuracy(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.testbed_work)
     out: dict[str, Any] = {"model": str(args.testbed), "num_samples": len(items), "keeps": args.testbed_keeps}
     vlm = load(args.testbed, method="none")
+    out["agreement_images"] = min(len(items), args.testbed_agreement_images)
+    out["agreement"] = testbed_agreement(vlm, items[: out["agreement_images"]], args.testbed_keeps[0])
     settings = {"model": str(args.testbed), "seed": EVAL_SEED, "n": len(items)}
     base = evaluate(
         vlm, items, ["none"], [1.0], PredictionCache(work / "none.jsonl", settings), progress=False
@@ -251,6 +287,18 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [
             f"| {r['estimator']} | {r['keep']} | {r['accuracy']:.3f} | {r['relative']} |" for r in t["rows"]
         ]
+        lines += [
+            "",
+            f"Testbed agreement with central m=64 ({t['agreement_images']} images, keep {t['keeps'][0]}):",
+            "",
+            "| estimator | Spearman | SADS kept overlap | top-k overlap | ms / image |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['estimator']} | {r['spearman_mean']:.3f} | {r['overlap_sads_mean']:.3f} | "
+            f"{r['overlap_topk_mean']:.3f} | {r['ms_median']} |"
+            for r in t["agreement"]
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -271,6 +319,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--testbed", default=None, help="testbed model folder for part 2 (default: skip)")
     parser.add_argument("--testbed-samples", type=int, default=200)
+    parser.add_argument("--testbed-agreement-images", type=int, default=20)
     parser.add_argument("--testbed-keeps", type=float, nargs="+", default=[0.111, 0.056])
     parser.add_argument(
         "--testbed-estimators",
