@@ -146,3 +146,23 @@ def test_bench_cli_needs_one_source(capsys):
         main(["bench"])
     assert main(["bench", "--synthetic-shape", "nope"]) == 2
     assert "unknown synthetic shape" in capsys.readouterr().err
+
+
+def test_bench_api_on_a_checkpoint(tiny_llava_dir):
+    from zooprune.bench import run_bench
+
+    report = run_bench(
+        model=str(tiny_llava_dir),
+        methods=["zoo"],
+        keeps=[4],
+        estimators=["jvp"],
+        num_directions=4,
+        repeats=1,
+        warmup=0,
+        new_tokens=2,
+        prompt_words=3,
+        log=None,
+    )
+    assert report["meta"]["source"].startswith("checkpoint")
+    assert [r["label"] for r in report["rows"]] == ["none", "zoo/jvp(m=4)@4"]
+    assert report["rows"][1]["kept_tokens"] == 4
