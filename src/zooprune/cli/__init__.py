@@ -6,9 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import bench_cmd, eval_cmd, make_tiny, methods_cmd, run, viz_cmd
+from . import bench_cmd, demo_cmd, eval_cmd, make_tiny, methods_cmd, plot_cmd, run, viz_cmd
 
-SUBCOMMANDS = (run, eval_cmd, bench_cmd, methods_cmd, make_tiny, viz_cmd)
+SUBCOMMANDS = (run, eval_cmd, bench_cmd, methods_cmd, make_tiny, viz_cmd, plot_cmd, demo_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,71 @@
+"""The Gradio app: image upload, question, method checkboxes, budget slider -> overlays and a table."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..methods import list_methods
+from .compare import compare
+
+if TYPE_CHECKING:
+    from ..vlm import PrunedVLM
+
+DEFAULT_METHODS = ("zoo", "divprune", "visionzip")
+
+
+def visual_tokens(vlm: PrunedVLM) -> int:
+    """Visual tokens per image of a LLaVA-1.5-style model: (crop / patch)^2 (576 when unknown)."""
+    image_processor = getattr(vlm.processor, "image_processor", None)
+    patch = getattr(vlm.processor, "patch_size", None)
+    crop = getattr(image_processor, "crop_size", None)
+    try:
+        height = crop["height"] if isinstance(crop, dict) else crop.height
+        width = crop["width"] if isinstance(crop, dict) else crop.width
+        return (int(height) // int(patch)) * (int(width) // int(patch))
+    except (AttributeError, KeyError, TypeError, ValueError, ZeroDivisionError):
+        return 576
+
+
+def build_app(vlm: PrunedVLM, model_name: str = "", keep: int = 64, max_new_tokens: int = 16) -> Any:
+    """A ``gradio.Blocks`` app around ``vlm`` (gradio is imported here, on call)."""
+    import gradio as gr
+
+    total = visual_tokens(vlm)
+    methods = [m for m in list_methods() if m != "none"]
+
+    def run(image: Any, question: str, chosen: list[str], budget: float) -> tuple[Any, str]:
+        try:
+            return compare(vlm, image, question, chosen, int(budget), max_new_tokens)
+        except ValueError as err:
+            raise gr.Error(str(err)) from None
+
+    with gr.Blocks(title="zooprune demo", analytics_enabled=False) as app:
+        gr.Markdown(
+            f"## zooprune: which visual tokens does each method keep?\n"
+            f"Model: `{model_name or 'custom'}` ({total} visual tokens per image). Upload an image, ask "
+            "a question, pick methods and a budget. Dropped patches are dimmed, greyed margins are "
+            "cropped away by the processor."
+        )
+        with gr.Row():
+            with gr.Column(scale=1):
+                image = gr.Image(type="pil", label="image", elem_id="image", height=300)
+                question = gr.Textbox(label="question", elem_id="question", lines=1)
+                chosen = gr.CheckboxGroup(
+                    methods,
+                    value=[m for m in DEFAULT_METHODS if m in methods],
+                    label="methods",
+                    elem_id="methods",
+                )
+                budget = gr.Slider(
+                    1, total, value=min(keep, total), step=1, label="visual tokens kept", elem_id="budget"
+                )
+                button = gr.Button("Run", variant="primary", elem_id="run")
+            with gr.Column(scale=2):
+                gallery = gr.Gallery(
+                    label="kept tokens", elem_id="overlays", columns=3, height="auto", object_fit="contain"
+                )
+                table = gr.Markdown(elem_id="results")
+        inputs = [image, question, chosen, budget]
+        button.click(run, inputs, [gallery, table])
+        question.submit(run, inputs, [gallery, table])
+    return app
