@@ -7,9 +7,10 @@ from torch import nn
 from ..registry import Registry
 from .base import ImageTokens, PreparedInputs, VLMAdapter
 from .llava import LlavaAdapter
+from .llava_next import LlavaNextAdapter
 
 ADAPTERS: Registry[type[VLMAdapter]] = Registry("model type")
-for _cls in (LlavaAdapter,):
+for _cls in (LlavaAdapter, LlavaNextAdapter):
     for _model_type in _cls.model_types:
         ADAPTERS.add(_model_type, _cls)
 

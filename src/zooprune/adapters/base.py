@@ -20,6 +20,7 @@ from ..config import PruneConfig, resolve_budget
 from ..methods import PruneContext, Selection, get_method
 from ..methods.zoo import float32_projector
 from ..report import PruneReport, timed
+from .groups import select_grouped
 from .in_llm import InLLMPlan, image_slots
 from .splice import SplicedInputs, splice_visual_tokens
 
@@ -34,6 +35,10 @@ class ImageTokens:
         grid: ``(rows, cols)`` token grid in image order, or None.
         cls_attention: ``(N,)`` head-averaged [CLS] attention at the read vision layer, or None.
         keys: ``(N, H, d_h)`` attention keys per head at that layer, or None.
+        groups: per crop, ``(n_g,)`` indices into the N tokens, each pruned with its own share
+            of the budget (see ``groups.py``); None = the whole image is one group.
+        group_grids: per crop, its ``(rows, cols)`` grid or None.
+        always_keep: ``(n_keep,)`` indices kept on top of the budget (e.g. image newlines), or None.
     """
 
     projected: Tensor
@@ -41,6 +46,16 @@ class ImageTokens:
     grid: tuple[int, int] | None = None
     cls_attention: Tensor | None = None
     keys: Tensor | None = None
+    groups: list[Tensor] | None = None
+    group_grids: list[tuple[int, int] | None] | None = None
+    always_keep: Tensor | None = None
+
+    @property
+    def budgeted_tokens(self) -> int:
+        """Tokens the budget applies to (all but ``always_keep``)."""
+        if self.groups is None:
+            return int(self.projected.shape[0])
+        return sum(int(g.numel()) for g in self.groups)
 
 
 @dataclass
@@ -134,7 +149,8 @@ class VLMAdapter:
             kept_tokens, kept_sources, reports = [], [], []
             for i, image in enumerate(images):
                 n = image.projected.shape[0]
-                k = n if method.name == "none" else resolve_budget(config.keep, n)  # tokens to keep
+                # tokens to keep (of those the budget applies to)
+                k = n if method.name == "none" else resolve_budget(config.keep, image.budgeted_tokens)
                 ctx = PruneContext(
                     projected=image.projected,
                     features=image.features,
@@ -152,12 +168,16 @@ class VLMAdapter:
                 with timed(image_timings, "prune"):
                     # k >= N is no pruning for every method (keep-all reproduces the stock model);
                     # in-LLM methods keep everything here and choose inside the language model.
-                    everything = k >= n or method.stage == "in_llm"
-                    sel = (
-                        Selection(torch.arange(n, device=image.projected.device))
-                        if everything
-                        else method(ctx, k)
-                    )
+                    everything = k >= image.budgeted_tokens or method.stage == "in_llm"
+                    if everything:
+                        sel = Selection(torch.arange(n, device=image.projected.device))
+                    elif image.groups is not None:
+                        whole = config.options.get("budget") == "whole"  # one pool, not per-crop shares
+                        groups = [torch.cat(image.groups).sort().values] if whole else image.groups
+                        grids = None if whole else image.group_grids
+                        sel = select_grouped(method, ctx, groups, grids, image.always_keep, k)
+                    else:
+                        sel = method(ctx, k)
                 check_selection(sel, n, method.name)
                 tokens = sel.tokens if sel.tokens is not None else image.projected[sel.indices]
                 kept_tokens.append(tokens)

@@ -35,8 +35,11 @@ class LlavaAdapter(VLMAdapter):
         num_layers = self.model.config.vision_config.num_hidden_layers
         return layer % (num_layers + 1)
 
-    def encode(self, pixel_values: Tensor, needs: frozenset[str], **extras: Any) -> list[ImageTokens]:
-        """``pixel_values`` ``(I, 3, H, W)`` -> per image ``(N, d_v)`` features, ``(N, d_l)`` tokens."""
+    def vision_features(
+        self, pixel_values: Tensor, needs: frozenset[str]
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """``(I, 3, H, W)`` -> features ``(I, N, d_v)`` at the read layer (CLS dropped under "default"),
+        and, if ``needs`` asks, [CLS] attention ``(I, N)`` and keys ``(I, N, H, d_h)`` there."""
         config = self.model.config
         tower = self.model.model.vision_tower
         want_attention = bool({"cls_attention", "keys"} & needs)
@@ -53,11 +56,16 @@ class LlavaAdapter(VLMAdapter):
         feats = torch.cat(
             [out.hidden_states[i][:, 1:] if drop_cls else out.hidden_states[i] for i in layers], -1
         )
+        cls_attn, keys = self._cls_attention(captured) if want_attention else (None, None)
+        return feats, cls_attn, keys
+
+    def encode(self, pixel_values: Tensor, needs: frozenset[str], **extras: Any) -> list[ImageTokens]:
+        """``pixel_values`` ``(I, 3, H, W)`` -> per image ``(N, d_v)`` features, ``(N, d_l)`` tokens."""
+        feats, cls_attn, keys = self.vision_features(pixel_values, needs)
         projected = self.projector()(feats)  # (I, N, d_l)
         n = projected.shape[1]
         side = math.isqrt(n)
         grid = (side, side) if side * side == n else None
-        cls_attn, keys = self._cls_attention(captured) if want_attention else (None, None)
         return [
             ImageTokens(
                 projected=projected[i],

@@ -10,19 +10,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "make-tiny",
         help="write a tiny random LLaVA checkpoint to try the library without weights",
         description=(
-            "Build a tiny random LlavaForConditionalGeneration (16 visual tokens) with a word-level "
+            "Build a tiny random LLaVA (16 visual tokens) or LLaVA-NeXT (anyres, 56 px crops) with a word-level "
             "tokenizer, processor and chat template, and save_pretrained it to OUT. Its answers are "
             "meaningless; it exercises the same loading and pruning code as a real checkpoint."
         ),
     )
     parser.add_argument("out", help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="weight seed (default: 0)")
+    parser.add_argument(
+        "--family", default="llava", choices=["llava", "llava_next"], help="model family (default: llava)"
+    )
     parser.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
     from ..testing.tiny import save_tiny_llava
 
-    path = save_tiny_llava(args.out, seed=args.seed)
-    print(f"wrote a tiny random LLaVA checkpoint to {path}")
+    path = save_tiny_llava(args.out, seed=args.seed, family=args.family)
+    print(f"wrote a tiny random {args.family} checkpoint to {path}")
     return 0

@@ -17,10 +17,14 @@ from transformers import (
     LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
+    LlavaNextConfig,
+    LlavaNextForConditionalGeneration,
+    LlavaNextProcessor,
     LlavaProcessor,
     PreTrainedTokenizerFast,
 )
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<s>", "</s>", "<image>"]
 WORDS = (
@@ -70,12 +74,8 @@ def sharpen_attention(model: torch.nn.Module, factor: float = 4.0) -> None:
                 module.weight.mul_(factor)
 
 
-def tiny_llava(
-    seed: int = 0, image_size: int = 32, patch_size: int = 8, hidden: int = 64
-) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
-    """A random ``LlavaForConditionalGeneration`` ((image_size/patch_size)^2 visual tokens) and its processor."""
-    tokenizer = word_tokenizer()
-    vision = CLIPVisionConfig(
+def tiny_vision(image_size: int, patch_size: int) -> CLIPVisionConfig:
+    return CLIPVisionConfig(
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=3,
@@ -83,7 +83,10 @@ def tiny_llava(
         image_size=image_size,
         patch_size=patch_size,
     )
-    text = LlamaConfig(
+
+
+def tiny_text(tokenizer: PreTrainedTokenizerFast, hidden: int = 64) -> LlamaConfig:
+    return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
         intermediate_size=2 * hidden,
@@ -96,19 +99,32 @@ def tiny_llava(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
+
+
+def finish(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast) -> torch.nn.Module:
+    """Eval mode, sharpened attention, generation ids set."""
+    model.eval()
+    sharpen_attention(model)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model
+
+
+def tiny_llava(
+    seed: int = 0, image_size: int = 32, patch_size: int = 8, hidden: int = 64
+) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+    """A random ``LlavaForConditionalGeneration`` ((image_size/patch_size)^2 visual tokens) and its processor."""
+    tokenizer = word_tokenizer()
     config = LlavaConfig(
-        vision_config=vision,
-        text_config=text,
+        vision_config=tiny_vision(image_size, patch_size),
+        text_config=tiny_text(tokenizer, hidden),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         vision_feature_layer=-2,
         vision_feature_select_strategy="default",
         tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config).eval()
-    sharpen_attention(model)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model = finish(LlavaForConditionalGeneration(config), tokenizer)
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     )
@@ -123,10 +139,47 @@ def tiny_llava(
     return model, processor
 
 
-def save_tiny_llava(path: str | Path, seed: int = 0, **kwargs: int) -> Path:
-    """Build :func:`tiny_llava` and ``save_pretrained`` weights + processor into ``path``."""
+#: anyres resolutions of the tiny LLaVA-NeXT (56 px crops of 4 x 4 tokens each).
+NEXT_PINPOINTS = [[56, 112], [112, 56], [112, 112], [112, 168], [168, 112]]
+
+
+def tiny_llava_next(seed: int = 0) -> tuple[LlavaNextForConditionalGeneration, LlavaNextProcessor]:
+    """A random ``LlavaNextForConditionalGeneration`` (anyres: base + crops of 56 px, 16 tokens each)."""
+    tokenizer = word_tokenizer()
+    config = LlavaNextConfig(
+        vision_config=tiny_vision(56, 14),
+        text_config=tiny_text(tokenizer),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        image_grid_pinpoints=NEXT_PINPOINTS,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = finish(LlavaNextForConditionalGeneration(config), tokenizer)
+    with torch.no_grad():
+        model.model.image_newline.normal_(0, 1)  # a distinctive newline embedding
+    image_processor = LlavaNextImageProcessorPil(
+        size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56}, image_grid_pinpoints=NEXT_PINPOINTS
+    )
+    processor = LlavaNextProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=14,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE,
+    )
+    return model, processor
+
+
+BUILDERS = {"llava": tiny_llava, "llava_next": tiny_llava_next}
+
+
+def save_tiny_llava(path: str | Path, seed: int = 0, family: str = "llava") -> Path:
+    """Build the tiny model of ``family`` and ``save_pretrained`` weights + processor into ``path``."""
     path = Path(path)
-    model, processor = tiny_llava(seed=seed, **kwargs)
+    model, processor = BUILDERS[family](seed=seed)
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path

@@ -1,0 +1,115 @@
+"""Every model family with an adapter, on tiny random checkpoints: equivalence, ragged batches,
+sensitivity through the family's projector, and LLaVA-NeXT's per-crop budgets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from zooprune.adapters import get_adapter
+from zooprune.config import PruneConfig
+from zooprune.generation import generate_pruned
+from zooprune.methods import METHODS
+from zooprune.methods.zoo import draw_directions, sensitivity
+from zooprune.testing.tiny import BUILDERS
+
+from .conftest import random_image
+
+SIZES = [(90, 60), (40, 70), (64, 64)]  # different sizes: ragged token counts for anyres families
+
+
+@pytest.fixture(scope="module", params=sorted(BUILDERS))
+def family(request):
+    model, processor = BUILDERS[request.param](seed=0)
+    processor.tokenizer.padding_side = "left"
+    return request.param, model, processor
+
+
+def inputs_for(processor, images, prompts):
+    texts = [f"USER: <image>\n{p} ASSISTANT:" for p in prompts]
+    return processor(images=images, text=texts, padding=True, return_tensors="pt")
+
+
+def prepare(model, inputs, method, keep, **options):
+    extras = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "pixel_values")}
+    return get_adapter(model).prepare(
+        PruneConfig(method, keep=keep, options=options),
+        inputs["input_ids"],
+        inputs["attention_mask"],
+        inputs["pixel_values"],
+        **extras,
+    )
+
+
+def test_keep_all_logits_identical_to_stock(family):
+    name, model, processor = family
+    inputs = inputs_for(processor, [random_image(0, SIZES[0])], ["what is in the image ?"])
+    with torch.no_grad():
+        stock = model(**inputs).logits
+        for method in ("none", "zoo"):
+            prepared = prepare(model, inputs, method, 1.0)
+            assert torch.equal(model(**prepared.model_kwargs()).logits, stock), (name, method)
+
+
+@pytest.mark.parametrize("method", ["zoo", "random", "divprune", "fastv"])
+def test_ragged_batch_equals_one_by_one(family, method):
+    name, model, processor = family
+    images = [random_image(i, size) for i, size in enumerate(SIZES)]
+    prompts = ["what is in the image ?", "how many ?", "describe this picture"]
+    if METHODS.get(method).stage == "in_llm" and name == "llava_next":
+        pytest.skip("in-LLM methods need equal kept counts per prompt; anyres images differ in token count")
+    batch = prepare(model, inputs_for(processor, images, prompts), method, 0.5)
+    together = generate_pruned(model, batch, max_new_tokens=5)
+    for i in range(3):
+        single = prepare(model, inputs_for(processor, images[i : i + 1], prompts[i : i + 1]), method, 0.5)
+        alone = generate_pruned(model, single, max_new_tokens=5)[0]  # in-LLM methods choose here
+        assert torch.equal(single.reports[0].kept_indices, batch.reports[i].kept_indices)
+        assert torch.equal(together[i, : alone.numel()], alone)
+    if name == "llava_next":  # the three images really are ragged
+        assert len({r.tokens_before for r in batch.reports}) > 1
+
+
+def test_sensitivity_through_the_family_projector_matches_a_loop(family):
+    name, model, processor = family
+    inputs = inputs_for(processor, [random_image(5, SIZES[0])], ["what ?"])
+    extras = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "pixel_values")}
+    adapter = get_adapter(model)
+    with torch.no_grad():
+        (image,) = adapter.encode(inputs["pixel_values"], frozenset(), **extras)
+        proj = adapter.float32_projector()
+        u = draw_directions(6, image.features.shape[-1], torch.Generator().manual_seed(0))
+        got = sensitivity(image.features, proj, directions=u)
+        for i in range(0, image.features.shape[0], 7):  # every 7th token, one direction at a time
+            x = image.features[i]
+            want = torch.stack([((proj(x + 0.01 * d) - proj(x - 0.01 * d)) / 0.02).norm() for d in u]).mean()
+            torch.testing.assert_close(got[i], want, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("keep", [20, 0.3, 7])
+def test_llava_next_per_crop_budgets_sum_to_the_request(keep):
+    model, processor = BUILDERS["llava_next"](seed=0)
+    inputs = inputs_for(processor, [random_image(1, (300, 200))], ["what ?"])
+    prepared = prepare(model, inputs, "zoo", keep)
+    (report,) = prepared.reports
+    (image,) = get_adapter(model).encode(
+        inputs["pixel_values"], frozenset(), image_sizes=inputs["image_sizes"]
+    )
+    budgeted = image.budgeted_tokens
+    k = keep if isinstance(keep, int) else int(keep * budgeted)
+    newlines = image.always_keep.numel()
+    assert report.tokens_after == k + newlines  # newline tokens on top of the budget
+    kept = set(report.kept_indices.tolist())
+    assert set(image.always_keep.tolist()) <= kept
+    per_crop = [len(kept & set(g.tolist())) for g in image.groups]
+    assert (
+        sum(per_crop) == k and max(per_crop) - min(per_crop) <= 1
+    )  # equal split (all crops are large enough)
+    whole = prepare(model, inputs, "zoo", keep, budget="whole").reports[0]
+    assert whole.tokens_after == k + newlines
+
+
+def test_llava_next_merging_method_with_per_crop_budget_is_a_clear_error():
+    model, processor = BUILDERS["llava_next"](seed=0)
+    inputs = inputs_for(processor, [random_image(1, (300, 200))], ["what ?"])
+    with pytest.raises(ValueError, match="merges tokens"):
+        prepare(model, inputs, "visionzip", 20)
