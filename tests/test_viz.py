@@ -112,7 +112,7 @@ def test_overlay_rejects_layouts_it_cannot_map(tiny_llava) -> None:
     _, processor = tiny_llava
     no_grid = report_for([0])
     no_grid.grid = None
-    with pytest.raises(ValueError, match="grid"):
+    with pytest.raises(ValueError, match="no token grid"):
         overlay(noise(32, 32), no_grid, processor)
     wrong = report_for([0], grid=(3, 3))
     wrong.tokens_before = 10

@@ -14,16 +14,20 @@ DEFAULT_METHODS = ("zoo", "divprune", "visionzip")
 
 
 def visual_tokens(vlm: PrunedVLM) -> int:
-    """Visual tokens per image of a LLaVA-1.5-style model: (crop / patch)^2 (576 when unknown)."""
+    """Most visual tokens one image can give: (crop / patch)^2 per crop, times 1 + the most
+    high-resolution crops for anyres models (576 when the processor does not tell)."""
     image_processor = getattr(vlm.processor, "image_processor", None)
     patch = getattr(vlm.processor, "patch_size", None)
     crop = getattr(image_processor, "crop_size", None)
     try:
-        height = crop["height"] if isinstance(crop, dict) else crop.height
-        width = crop["width"] if isinstance(crop, dict) else crop.width
-        return (int(height) // int(patch)) * (int(width) // int(patch))
+        height = int(crop["height"] if isinstance(crop, dict) else crop.height)
+        width = int(crop["width"] if isinstance(crop, dict) else crop.width)
+        per_crop = (height // int(patch)) * (width // int(patch))
     except (AttributeError, KeyError, TypeError, ValueError, ZeroDivisionError):
         return 576
+    pinpoints = getattr(image_processor, "image_grid_pinpoints", None) or []
+    crops = max(((h // height) * (w // width) for h, w in pinpoints), default=0)
+    return per_crop * (1 + crops)
 
 
 def build_app(vlm: PrunedVLM, model_name: str = "", keep: int = 64, max_new_tokens: int = 16) -> Any:

@@ -13,15 +13,18 @@ from __future__ import annotations
 
 from .compare import MethodRun, run_methods, sensitivity_report
 from .geometry import CropGeometry, crop_geometry
+from .layout import View, token_layout
 from .overlay import heatmap, kept_mask, overlay
 
 __all__ = [
     "CropGeometry",
     "MethodRun",
+    "View",
     "crop_geometry",
     "heatmap",
     "kept_mask",
     "overlay",
     "run_methods",
     "sensitivity_report",
+    "token_layout",
 ]

@@ -1,6 +1,8 @@
 """Token overlays: kept patches as they are, dropped patches dimmed, unseen margins greyed.
 
-``overlay(image, report, processor)`` returns a new PIL image the size of ``image``:
+``overlay(image, report, processor)`` returns a new PIL image. For single-crop models
+(LLaVA-1.5) it is the size of ``image``; for anyres models (LLaVA-NeXT) it shows the base view
+and the high-res view side by side (see :mod:`zooprune.viz.layout`). In each view:
 
 * pixels of kept tokens are the original pixels, unchanged;
 * pixels of dropped tokens are ``round(pixel * dim)`` (darkened);
@@ -17,35 +19,15 @@ import numpy as np
 from PIL import Image
 
 from ..report import PruneReport
-from .geometry import CropGeometry, crop_geometry
+from .layout import View, image_processor_of, token_layout
+
+__all__ = ["heatmap", "image_processor_of", "kept_mask", "overlay", "views_side_by_side"]
 
 #: Grey the unseen margins are blended towards, and how far.
 UNSEEN_GREY = 200
 UNSEEN_BLEND = 0.6
-
-
-def image_processor_of(processor: Any) -> Any:
-    """The image processor inside a multimodal processor (or the object itself)."""
-    return getattr(processor, "image_processor", processor)
-
-
-def report_geometry(
-    image: Image.Image, report: PruneReport, processor: Any
-) -> tuple[CropGeometry, np.ndarray]:
-    """The crop geometry of ``image`` and each token's integer pixel box ``(N, 4)``."""
-    if report.grid is None:
-        raise ValueError(
-            f"the {report.method} report has no token grid: overlays need a rows x cols token grid "
-            "(LLaVA-1.5-style single-crop models)"
-        )
-    rows, cols = report.grid
-    if rows * cols != report.tokens_before:
-        raise ValueError(
-            f"token grid {rows}x{cols} does not cover the {report.tokens_before} visual tokens of this "
-            "image (multi-crop / dynamic-resolution layouts are not mapped yet)"
-        )
-    geometry = crop_geometry(image.size, image_processor_of(processor))
-    return geometry, geometry.token_pixel_boxes(report.grid)
+#: White gap (pixels) between views.
+VIEW_GAP = 8
 
 
 def kept_mask(report: PruneReport) -> np.ndarray:
@@ -58,14 +40,40 @@ def kept_mask(report: PruneReport) -> np.ndarray:
     return mask
 
 
-def grey_unseen(pixels: np.ndarray, geometry: CropGeometry) -> np.ndarray:
-    """Float ``(H, W, 3)`` copy of ``pixels`` with everything outside the crop blended to grey."""
+def grey_unseen(pixels: np.ndarray, seen: tuple[int, int, int, int]) -> np.ndarray:
+    """Float ``(H, W, 3)`` copy of ``pixels`` with everything outside ``seen`` blended to grey."""
     out = pixels.astype(np.float32)
-    left, top, right, bottom = geometry.crop_pixel_box()
+    left, top, right, bottom = seen
     outside = np.ones(out.shape[:2], dtype=bool)
     outside[top:bottom, left:right] = False
     out[outside] = out[outside] * (1 - UNSEEN_BLEND) + UNSEEN_GREY * UNSEEN_BLEND
     return out
+
+
+def views_side_by_side(pictures: list[np.ndarray]) -> Image.Image:
+    """Float ``(H, W, 3)`` pictures (same height) joined left to right with white gaps."""
+    height = pictures[0].shape[0]
+    gap = np.full((height, VIEW_GAP, 3), 255.0, dtype=np.float32)
+    parts: list[np.ndarray] = []
+    for i, picture in enumerate(pictures):
+        parts += [gap, picture] if i else [picture]
+    return Image.fromarray(np.rint(np.concatenate(parts, axis=1)).clip(0, 255).astype(np.uint8))
+
+
+def draw_views(
+    image: Image.Image, report: PruneReport, processor: Any, paint: Any
+) -> tuple[Image.Image, list[View]]:
+    """Each view of ``report`` painted by ``paint(out, pixels, view, position, box)``, joined."""
+    rgb = image.convert("RGB")
+    views = token_layout(rgb.size, report, processor)
+    pixels = np.asarray(rgb)
+    pictures = []
+    for view in views:
+        out = grey_unseen(pixels, view.seen)
+        for position, box in enumerate(view.boxes):
+            paint(out, pixels, view, position, box)
+        pictures.append(out)
+    return views_side_by_side(pictures), views
 
 
 def overlay(image: Image.Image, report: PruneReport, processor: Any, dim: float = 0.25) -> Image.Image:
@@ -74,50 +82,40 @@ def overlay(image: Image.Image, report: PruneReport, processor: Any, dim: float 
     Args:
         image: the original image given to the model (any size; converted to RGB).
         report: the image's :class:`~zooprune.report.PruneReport` (``kept_indices``, ``grid``).
-        processor: the model's processor (or its image processor): its resize and center crop
-            decide which image region each token covers.
+        processor: the model's processor (or its image processor): its resize, crop and anyres
+            settings decide which image region each token covers.
         dim: brightness factor of dropped patches, in [0, 1].
     """
     if not 0.0 <= dim <= 1.0:
         raise ValueError(f"dim must be in [0, 1], got {dim}")
-    rgb = image.convert("RGB")
-    geometry, boxes = report_geometry(rgb, report, processor)
-    pixels = np.asarray(rgb)
-    out = grey_unseen(pixels, geometry)
-    for (x0, y0, x1, y1), kept in zip(boxes, kept_mask(report)):
-        if kept:
-            out[y0:y1, x0:x1] = pixels[y0:y1, x0:x1]
-        else:
-            out[y0:y1, x0:x1] = pixels[y0:y1, x0:x1].astype(np.float32) * dim
-    return Image.fromarray(np.rint(out).clip(0, 255).astype(np.uint8))
+    kept = kept_mask(report)
 
+    def paint(out: np.ndarray, pixels: np.ndarray, view: View, position: int, box: np.ndarray) -> None:
+        x0, y0, x1, y1 = box
+        factor = 1.0 if kept[view.indices[position]] else dim
+        out[y0:y1, x0:x1] = pixels[y0:y1, x0:x1].astype(np.float32) * factor
 
-def score_grid(report: PruneReport) -> np.ndarray:
-    """``(rows, cols)`` float scores of ``report`` (its method must report per-token scores)."""
-    if report.scores is None:
-        raise ValueError(f"method {report.method!r} reports no per-token scores to draw as a heatmap")
-    if report.grid is None:
-        raise ValueError(f"the {report.method} report has no token grid")
-    return np.asarray(report.scores.tolist(), dtype=np.float32).reshape(report.grid)
+    return draw_views(image, report, processor, paint)[0]
 
 
 def heatmap(
     image: Image.Image, report: PruneReport, processor: Any, cmap: str = "inferno", alpha: float = 0.6
 ) -> Image.Image:
-    """``image`` with each token's patch tinted by its min-max normalised score (``report.scores``).
-
-    Uses a matplotlib colormap (matplotlib is imported here, on call).
-    """
+    """``image`` with each token's patch tinted by its score (``report.scores``), min-max normalised
+    over the tokens that cover a region. Uses a matplotlib colormap (imported here, on call)."""
     from matplotlib import colormaps
 
-    rgb = image.convert("RGB")
-    geometry, boxes = report_geometry(rgb, report, processor)
-    scores = score_grid(report).reshape(-1)
-    span = float(scores.max() - scores.min())
-    norm = (scores - scores.min()) / span if span > 0 else np.zeros_like(scores)
-    colors = colormaps[cmap](norm)[:, :3] * 255.0
-    pixels = np.asarray(rgb)
-    out = grey_unseen(pixels, geometry)
-    for (x0, y0, x1, y1), color in zip(boxes, colors):
-        out[y0:y1, x0:x1] = pixels[y0:y1, x0:x1] * (1 - alpha) + color * alpha
-    return Image.fromarray(np.rint(out).clip(0, 255).astype(np.uint8))
+    if report.scores is None:
+        raise ValueError(f"method {report.method!r} reports no per-token scores to draw as a heatmap")
+    scores = np.asarray(report.scores.tolist(), dtype=np.float32)
+    views = token_layout(image.size, report, processor)
+    drawn = np.concatenate([view.indices for view in views])
+    lo, hi = float(scores[drawn].min()), float(scores[drawn].max())
+    norm = (scores - lo) / (hi - lo) if hi > lo else np.zeros_like(scores)
+    colors = colormaps[cmap](norm.clip(0, 1))[:, :3] * 255.0
+
+    def paint(out: np.ndarray, pixels: np.ndarray, view: View, position: int, box: np.ndarray) -> None:
+        x0, y0, x1, y1 = box
+        out[y0:y1, x0:x1] = pixels[y0:y1, x0:x1] * (1 - alpha) + colors[view.indices[position]] * alpha
+
+    return draw_views(image, report, processor, paint)[0]
