@@ -66,11 +66,16 @@ def crop_geometry(image_size: tuple[int, int], image_processor: Any) -> CropGeom
 
     Follows transformers' CLIP-style processors: optional resize (``shortest_edge``, or an exact
     ``height`` x ``width``), then optional center crop of ``crop_size`` with the crop offset
-    ``(resized - crop) // 2`` as in ``transformers.image_transforms.center_crop``.
+    ``(resized - crop) // 2`` as in ``transformers.image_transforms.center_crop``. Qwen2-VL-style
+    processors (``merge_size``) resize the whole image to the token grid: nothing is cut off.
     """
     width, height = image_size
     if width <= 0 or height <= 0:
         raise ValueError(f"image size must be positive, got {image_size}")
+    if getattr(image_processor, "merge_size", None) is not None:
+        # Qwen2-VL style dynamic resolution: the whole image resized to a multiple of
+        # patch x merge on each side, no crop; the token grid tiles all of it
+        return CropGeometry(image_size=(width, height), box=(0.0, 0.0, float(width), float(height)))
     size = getattr(image_processor, "size", None)
     do_resize = bool(getattr(image_processor, "do_resize", True)) and size is not None
     new_w, new_h = float(width), float(height)
