@@ -26,7 +26,15 @@ def family(request):
 
 
 def inputs_for(processor, images, prompts):
-    texts = [f"USER: <image>\n{p} ASSISTANT:" for p in prompts]
+    """Each prompt through the processor's own chat template, one image each."""
+    texts = [
+        processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": p}]}],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        for p in prompts
+    ]
     return processor(images=images, text=texts, padding=True, return_tensors="pt")
 
 
@@ -56,8 +64,10 @@ def test_ragged_batch_equals_one_by_one(family, method):
     name, model, processor = family
     images = [random_image(i, size) for i, size in enumerate(SIZES)]
     prompts = ["what is in the image ?", "how many ?", "describe this picture"]
-    if METHODS.get(method).stage == "in_llm" and name == "llava_next":
-        pytest.skip("in-LLM methods need equal kept counts per prompt; anyres images differ in token count")
+    if not METHODS.get(method).needs <= get_adapter(model).provides:
+        pytest.skip(f"{method} does not run on {name} (see the support matrix)")
+    if METHODS.get(method).stage == "in_llm" and name != "llava":
+        pytest.skip("in-LLM methods need equal kept counts per prompt; ragged images differ in token count")
     batch = prepare(model, inputs_for(processor, images, prompts), method, 0.5)
     together = generate_pruned(model, batch, max_new_tokens=5)
     for i in range(3):
@@ -65,7 +75,7 @@ def test_ragged_batch_equals_one_by_one(family, method):
         alone = generate_pruned(model, single, max_new_tokens=5)[0]  # in-LLM methods choose here
         assert torch.equal(single.reports[0].kept_indices, batch.reports[i].kept_indices)
         assert torch.equal(together[i, : alone.numel()], alone)
-    if name == "llava_next":  # the three images really are ragged
+    if name != "llava":  # the three images really are ragged
         assert len({r.tokens_before for r in batch.reports}) > 1
 
 
@@ -113,3 +123,47 @@ def test_llava_next_merging_method_with_per_crop_budget_is_a_clear_error():
     inputs = inputs_for(processor, [random_image(1, (300, 200))], ["what ?"])
     with pytest.raises(ValueError, match="merges tokens"):
         prepare(model, inputs, "visionzip", 20)
+
+
+@pytest.mark.parametrize("name", ["qwen2_vl", "qwen2_5_vl"])
+def test_qwen_kept_tokens_keep_their_mrope_positions(name):
+    model, processor = BUILDERS[name](seed=0)
+    processor.tokenizer.padding_side = "left"
+    images = [random_image(i, size) for i, size in enumerate(SIZES)]
+    inputs = inputs_for(processor, images, ["what is in the image ?", "how many ?", "describe this picture"])
+    prepared = prepare(model, inputs, "zoo", 0.5)
+    full, _ = model.model.get_rope_index(
+        inputs["input_ids"],
+        mm_token_type_ids=inputs["mm_token_type_ids"],
+        image_grid_thw=inputs["image_grid_thw"],
+        attention_mask=inputs["attention_mask"],
+    )
+    for b, sources in enumerate(prepared.spliced.source_positions):
+        original = full[:, b, inputs["attention_mask"][b].bool()]  # (3, L_b)
+        pruned = prepared.position_ids[:, b, prepared.spliced.attention_mask[b].bool()]
+        assert torch.equal(pruned, original[:, sources])  # kept visual + all text keep their columns
+        assert sources.numel() < original.shape[1]  # something was pruned
+    assert model.model.rope_deltas is None  # no stale deltas left for the next call
+
+
+def test_unsupported_method_on_a_family_is_a_clear_error():
+    model, processor = BUILDERS["qwen2_vl"](seed=0)
+    inputs = inputs_for(processor, [random_image(0, SIZES[0])], ["what ?"])
+    with pytest.raises(
+        ValueError, match="needs cls_attention, keys, which this model type \\(qwen2_vl\\) cannot provide"
+    ):
+        prepare(model, inputs, "visionzip", 2)
+
+
+def test_saved_checkpoint_loads_and_generates(family, tmp_path):
+    import zooprune
+    from zooprune.testing.tiny import save_tiny_llava
+
+    name, _, _ = family
+    path = save_tiny_llava(tmp_path / name, family=name)
+    vlm = zooprune.load(path, method="zoo", keep=0.5)
+    result = vlm.generate(
+        [random_image(0, SIZES[0]), random_image(1, SIZES[1])], ["what ?", "how many ?"], max_new_tokens=3
+    )
+    assert len(result.texts) == 2
+    assert all(r.tokens_after < r.tokens_before for r in result.reports)

@@ -162,7 +162,9 @@ def load(
         options: method options, e.g. ``num_directions=16`` for zoo.
     """
     import transformers
-    from transformers import AutoConfig, AutoProcessor
+    from transformers import AutoConfig
+
+    from .compat import load_processor
 
     source = check_model_path(path)
     config = PruneConfig(method=method, keep=keep, seed=seed, options=dict(options))
@@ -171,5 +173,5 @@ def load(
     model = model_cls.from_pretrained(
         source, dtype=resolve_dtype(dtype, device), use_safetensors=True, trust_remote_code=trust_remote_code
     ).to(device)
-    processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
+    processor = load_processor(source, hf_config.model_type, trust_remote_code=trust_remote_code)
     return PrunedVLM(model, processor, config)

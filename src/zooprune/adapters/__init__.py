@@ -8,9 +8,10 @@ from ..registry import Registry
 from .base import ImageTokens, PreparedInputs, VLMAdapter
 from .llava import LlavaAdapter
 from .llava_next import LlavaNextAdapter
+from .qwen2_vl import Qwen2VLAdapter
 
 ADAPTERS: Registry[type[VLMAdapter]] = Registry("model type")
-for _cls in (LlavaAdapter, LlavaNextAdapter):
+for _cls in (LlavaAdapter, LlavaNextAdapter, Qwen2VLAdapter):
     for _model_type in _cls.model_types:
         ADAPTERS.add(_model_type, _cls)
 

@@ -70,10 +70,14 @@ class PreparedInputs:
     reports: list[PruneReport]
     timings: dict[str, float] = field(default_factory=dict)
     plan: InLLMPlan | None = None
+    position_ids: Tensor | None = None
 
     def model_kwargs(self) -> dict[str, Tensor]:
         """Keyword arguments for the stock ``model.generate`` / ``model.forward``."""
-        return {"inputs_embeds": self.spliced.inputs_embeds, "attention_mask": self.spliced.attention_mask}
+        kwargs = {"inputs_embeds": self.spliced.inputs_embeds, "attention_mask": self.spliced.attention_mask}
+        if self.position_ids is not None:  # families with explicit (e.g. 3-D mRoPE) positions
+            kwargs["position_ids"] = self.position_ids
+        return kwargs
 
     def active(self) -> AbstractContextManager[Any]:
         """Context in which the model call prunes in-LLM (a no-op for pre-LLM methods)."""
@@ -139,6 +143,12 @@ class VLMAdapter:
             extras: family inputs from the processor (e.g. ``image_sizes``).
         """
         method = get_method(config.method)
+        missing = method.needs - self.provides
+        if missing:
+            raise ValueError(
+                f"method {method.name!r} needs {', '.join(sorted(missing))}, which this model type "
+                f"({self.model.config.model_type}) cannot provide; see 'zooprune methods --matrix'"
+            )
         timings: dict[str, float] = {}
         with torch.no_grad():
             with timed(timings, "encode"):

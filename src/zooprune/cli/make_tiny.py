@@ -18,7 +18,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("out", help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="weight seed (default: 0)")
     parser.add_argument(
-        "--family", default="llava", choices=["llava", "llava_next"], help="model family (default: llava)"
+        "--family",
+        default="llava",
+        choices=["llava", "llava_next", "qwen2_vl", "qwen2_5_vl"],
+        help="model family (default: llava)",
     )
     parser.set_defaults(handler=handle)
 

@@ -181,15 +181,27 @@ def select(projected: Tensor, scores: Tensor, k: int) -> Tensor:
 
 
 def _scores(ctx: PruneContext, method: str) -> Tensor:
-    """Sensitivities ``(N,)`` with ``ctx.options["estimator"]`` (see ``estimators.py``; default there)."""
-    from .estimators import DEFAULT_ESTIMATOR, estimate_sensitivity  # estimators imports this module
+    """Sensitivities ``(N,)`` with ``ctx.options["estimator"]`` (see ``estimators.py``; default there).
+
+    Without an explicit estimator, a projector that is not a two-layer MLP (e.g. Qwen2-VL's patch
+    merger, LayerNorm first) uses ``jvp`` instead of the closed form, which needs that structure.
+    """
+    from .estimators import DEFAULT_ESTIMATOR, estimate_sensitivity, mlp_structure  # estimators imports us
 
     ctx.require("features", "projector", method=method)
     opts = ctx.options
+    name = opts.get("estimator")
+    if not name:
+        name = DEFAULT_ESTIMATOR
+        if name == "closed-form":
+            try:
+                mlp_structure(ctx.projector)
+            except ValueError:
+                name = "jvp"
     return estimate_sensitivity(
         ctx.features,
         ctx.projector,
-        str(opts.get("estimator") or DEFAULT_ESTIMATOR),
+        str(name),
         num_directions=int(opts.get("num_directions", 64)),
         step=float(opts.get("step", 0.01)),
         generator=ctx.generator,

@@ -48,9 +48,12 @@ CHAT_TEMPLATE = (
 )
 
 
-def word_tokenizer(words: list[str] = WORDS) -> PreTrainedTokenizerFast:
-    """A WordLevel tokenizer over ``SPECIAL_TOKENS + words`` (whitespace-split, built offline)."""
-    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(SPECIAL_TOKENS + list(words)))}
+def word_tokenizer(
+    words: list[str] = WORDS, image_token: str = "<image>", extra_special: tuple[str, ...] = ()
+) -> PreTrainedTokenizerFast:
+    """A WordLevel tokenizer over special tokens + ``words`` (whitespace-split, built offline)."""
+    special = SPECIAL_TOKENS[:4] + [image_token, *extra_special]
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(special + list(words)))}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok = PreTrainedTokenizerFast(
@@ -59,10 +62,10 @@ def word_tokenizer(words: list[str] = WORDS) -> PreTrainedTokenizerFast:
         pad_token="<pad>",
         bos_token="<s>",
         eos_token="</s>",
-        extra_special_tokens={"image_token": "<image>"},
+        extra_special_tokens={"image_token": image_token},
         padding_side="left",
     )
-    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    tok.add_special_tokens({"additional_special_tokens": [image_token, *extra_special]})
     return tok
 
 
@@ -173,7 +176,87 @@ def tiny_llava_next(seed: int = 0) -> tuple[LlavaNextForConditionalGeneration, L
     return model, processor
 
 
-BUILDERS = {"llava": tiny_llava, "llava_next": tiny_llava_next}
+QWEN_CHAT_TEMPLATE = CHAT_TEMPLATE.replace("<image>\n", "<|vision_start|><|image_pad|><|vision_end|>")
+
+
+def tiny_qwen2_vl(seed: int = 0, family: str = "qwen2_vl") -> tuple[torch.nn.Module, object]:
+    """A random Qwen2-VL (or Qwen2.5-VL with ``family="qwen2_5_vl"``) and an image-only processor
+    (56..224 px images, 14 px patches merged 2 x 2)."""
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+    )
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from ..compat import ImageOnlyQwen2VLProcessor
+
+    tokenizer = word_tokenizer(
+        image_token="<|image_pad|>", extra_special=("<|vision_start|>", "<|vision_end|>", "<|video_pad|>")
+    )
+    ids = tokenizer.convert_tokens_to_ids
+    text = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "rope_parameters": {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0},
+        "bos_token_id": None,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    vision = {
+        "depth": 2,
+        "embed_dim": 32,
+        "hidden_size": 64,
+        "num_heads": 4,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+    }
+    special = {
+        "image_token_id": ids("<|image_pad|>"),
+        "video_token_id": ids("<|video_pad|>"),
+        "vision_start_token_id": ids("<|vision_start|>"),
+        "vision_end_token_id": ids("<|vision_end|>"),
+    }
+    if family == "qwen2_5_vl":
+        vision.update(
+            {
+                "out_hidden_size": 64,
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "window_size": 56,
+                "fullatt_block_indexes": [1],
+            }
+        )
+        vision.pop("embed_dim")
+        config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **special)
+        model_cls = Qwen2_5_VLForConditionalGeneration
+    else:
+        config = Qwen2VLConfig(text_config=text, vision_config=vision, **special)
+        model_cls = Qwen2VLForConditionalGeneration
+    torch.manual_seed(seed)
+    model = finish(model_cls(config), tokenizer)
+    image_processor = Qwen2VLImageProcessorPil(size={"shortest_edge": 56 * 56, "longest_edge": 224 * 224})
+    processor = ImageOnlyQwen2VLProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=QWEN_CHAT_TEMPLATE
+    )
+    return model, processor
+
+
+def tiny_qwen2_5_vl(seed: int = 0) -> tuple[torch.nn.Module, object]:
+    return tiny_qwen2_vl(seed, family="qwen2_5_vl")
+
+
+BUILDERS = {
+    "llava": tiny_llava,
+    "llava_next": tiny_llava_next,
+    "qwen2_vl": tiny_qwen2_vl,
+    "qwen2_5_vl": tiny_qwen2_5_vl,
+}
 
 
 def save_tiny_llava(path: str | Path, seed: int = 0, family: str = "llava") -> Path:
