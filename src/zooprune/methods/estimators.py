@@ -230,8 +230,11 @@ def mlp_structure(projector: object) -> MLPProjector:
     ``LlavaMultiModalProjector``) or ``nn.Sequential(Linear, act, Linear)``; ``ValueError`` otherwise."""
     if isinstance(projector, nn.Sequential) and len(projector) == 3:
         lin1, act, lin2 = projector[0], projector[1], projector[2]
-    elif isinstance(projector, nn.Module) and all(
-        hasattr(projector, a) for a in ("linear_1", "act", "linear_2")
+    elif (
+        isinstance(projector, nn.Module)
+        and all(hasattr(projector, a) for a in ("linear_1", "act", "linear_2"))
+        # nothing else inside (InternVL's projector has a LayerNorm before linear_1)
+        and {name for name, _ in projector.named_children()} <= {"linear_1", "act", "linear_2"}
     ):
         lin1, act, lin2 = projector.linear_1, projector.act, projector.linear_2
     else:
