@@ -1,0 +1,19 @@
+"""doc_to_* functions of the ``zooprune_testbed`` lmms-eval task (one row of docs.jsonl = one doc)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+
+def doc_to_visual(doc: dict[str, Any]) -> list[Image.Image]:
+    """The doc's image (path relative to the working directory), as RGB."""
+    with Image.open(Path(doc["image"])) as image:
+        return [image.convert("RGB")]
+
+
+def doc_to_text(doc: dict[str, Any], lmms_eval_specific_kwargs: dict[str, Any] | None = None) -> str:
+    """The question as the testbed asks it."""
+    return str(doc["question"])

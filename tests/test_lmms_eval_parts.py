@@ -1,0 +1,134 @@
+"""The lmms-eval plugin's parts that need no lmms-eval: model_args, batching, answering a batch."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from zooprune.lmms_eval.accounting import RunLedger, rank_path, request_tokens
+from zooprune.lmms_eval.args import merge_cli_config, parse_model_args
+from zooprune.lmms_eval.batching import make_batches, restore_order, settings_key, truncate_at_stop
+from zooprune.lmms_eval.runner import GenerationSettings, generate_batch, loglikelihood_batch
+
+
+def test_model_args_types_keep_int_vs_float_and_options() -> None:
+    args = parse_model_args(
+        {"pretrained": "m", "method": "zoo", "keep": 64, "seed": 3, "batch_size": "8", "estimator": "central"}
+    )
+    assert args.keep == 64 and isinstance(args.keep, int)
+    assert args.batch_size == 8 and args.seed == 3
+    assert args.options == {"estimator": "central"}
+    assert parse_model_args({"pretrained": "m", "keep": 0.25}).keep == 0.25
+    assert parse_model_args({"pretrained": "m", "keep": "11.1%"}).keep == pytest.approx(0.111)
+    assert parse_model_args({"pretrained": "m", "keep": 1.0}).keep == 1.0  # ratio 1 = no pruning
+    defaults = parse_model_args({"pretrained": "m", "max_batch_size": None, "device": None})
+    assert (defaults.method, defaults.keep, defaults.seed, defaults.batch_size) == ("zoo", 64, 0, 1)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"keep": 0},
+        {"keep": 1.5},
+        {"keep": True},
+        {"batch_size": "auto"},
+        {"batch_size": 0},
+        {"seed": 1.5},
+        {"estimator": "nope"},
+    ],
+)
+def test_model_args_rejected(bad: dict) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        parse_model_args({"pretrained": "m", **bad})
+
+
+def test_model_args_need_pretrained_and_model_args_win_over_cli() -> None:
+    with pytest.raises(ValueError, match="pretrained"):
+        parse_model_args({"method": "zoo"})
+    merged = merge_cli_config({"pretrained": "m", "batch_size": 8}, {"batch_size": 1, "device": "cpu"})
+    assert merged == {"pretrained": "m", "batch_size": 8, "device": "cpu"}
+
+
+def test_batches_group_by_key_longest_first_and_restore_order() -> None:
+    items = [("a", 3), ("b", 9), ("a", 5), ("a", 1), ("b", 2)]
+    batches = make_batches(items, 2, key=lambda x: x[0], length=lambda x: x[1])
+    assert [b.indices for b in batches] == [(2, 0), (3,), (1, 4)]
+    outputs = [[items[i][1] * 10 for i in b.indices] for b in batches]
+    assert restore_order(batches, outputs, len(items)) == [30, 90, 50, 10, 20]
+    assert settings_key({"until": ["\n"], "max_new_tokens": 4}) == settings_key({"max_new_tokens": 4, "until": ["\n"]})
+    assert truncate_at_stop("yes\nno", ["\n", ""]) == "yes"
+
+
+def test_generation_settings_from_task() -> None:
+    s = GenerationSettings.from_task({"until": "\n", "max_new_tokens": 4, "temperature": 0}, 128)
+    assert s.until == ("\n",) and s.hf_kwargs() == {"max_new_tokens": 4, "num_beams": 1, "do_sample": False}
+    assert GenerationSettings.from_task(None, 16).max_new_tokens == 16
+    with pytest.raises(ValueError):
+        GenerationSettings.from_task({"until": 3}, 16)
+
+
+def test_ledger_summary_and_rank_paths(tmp_path) -> None:
+    import torch
+
+    from zooprune.report import PruneReport
+
+    report = PruneReport("zoo", 4, tokens_before=16, tokens_after=4, kept_indices=torch.arange(4), text_tokens=9)
+    tokens = request_tokens([report], output_tokens=2)
+    assert tokens.input_tokens == 13
+    ledger = RunLedger.empty("zoo", 4)
+    ledger.add("t", "test", 0, "generate_until", tokens)
+    summary = ledger.summary()["total"]
+    assert summary["visual_tokens_before"] == 16 and summary["visual_tokens_after"] == 4
+    assert ledger.write(tmp_path / "r.json").is_file()
+    assert rank_path("out/r.json", 0, 1).name == "r.json"
+    assert rank_path("out/r.json", 1, 2).name == "r.rank1.json"
+
+
+@pytest.fixture(scope="module")
+def vlm(tmp_path_factory):
+    import zooprune
+    from zooprune.testing.tiny import save_tiny_llava
+
+    path = save_tiny_llava(tmp_path_factory.mktemp("tiny"), seed=0)
+    return zooprune.load(path, method="zoo", keep=4, seed=0)
+
+
+def test_batched_answers_equal_one_by_one(vlm, images) -> None:
+    settings = GenerationSettings(max_new_tokens=5)
+    contexts = ["what is in the image ?", "<image>\nhow many red circle", "describe this picture"]
+    batched = generate_batch(vlm, contexts, [[im] for im in images], settings)
+    single = [generate_batch(vlm, [c], [[im]], settings)[0] for c, im in zip(contexts, images)]
+    assert [text for text, _ in batched] == [text for text, _ in single]
+    assert all(tokens.visual_after == 4 < tokens.visual_before for _, tokens in batched)
+    assert [t.input_tokens for _, t in batched] == [t.input_tokens for _, t in single]
+
+
+def test_text_only_requests_are_answered_unpruned(vlm) -> None:
+    (text, tokens), = generate_batch(vlm, ["what is a circle ?"], [[]], GenerationSettings(max_new_tokens=3))
+    assert isinstance(text, str) and tokens.visual_before == tokens.visual_after == 0 and tokens.input_tokens > 0
+
+
+def test_loglikelihood_matches_greedy_generation(vlm, images) -> None:
+    settings = GenerationSettings(max_new_tokens=2)
+    contexts = ["what is in the image ?", "describe this picture"]
+    answers = generate_batch(vlm, contexts, [[im] for im in images[:2]], settings)
+    conts = [" " + text for text, _ in answers]
+    scores = loglikelihood_batch(vlm, contexts, conts, [[im] for im in images[:2]])
+    wrong = loglikelihood_batch(vlm, contexts, [" zzz qqq", " zzz qqq"], [[im] for im in images[:2]])
+    for (logprob, greedy, tokens), (bad, _, _) in zip(scores, wrong):
+        assert greedy and logprob < 0 and tokens.visual_after == 4
+        assert bad <= logprob
+
+
+@pytest.mark.skipif(importlib.util.find_spec("lmms_eval") is None, reason="lmms-eval is not installed")
+def test_registration_points_at_an_lmms_model() -> None:
+    from lmms_eval.api.model import lmms
+
+    from zooprune.lmms_eval.models import AVAILABLE_MODELS
+    from zooprune.lmms_eval.models.zooprune import ZooPrune
+    from zooprune.lmms_eval.registration import manifests
+
+    (manifest,) = manifests()
+    assert manifest.model_id == "zooprune" and manifest.simple_class_path.endswith(".ZooPrune")
+    assert AVAILABLE_MODELS == {"zooprune": "ZooPrune"} and issubclass(ZooPrune, lmms)

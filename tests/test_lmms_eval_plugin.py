@@ -1,0 +1,150 @@
+"""lmms-eval really runs the ``zooprune`` model, offline, on a local testbed task (issue 7).
+
+``tests/lmms_eval_task/`` defines the task (YAML, loaded with ``--include_path``) over a split
+written by :func:`zooprune.testbed.write_split`. The model is the embedded testbed model when
+``models/testbed-llava`` exists, else a tiny random checkpoint (accuracy then means nothing,
+but it must be there). Skipped only when lmms-eval is not installed
+(``scripts/install_lmms_eval.sh`` installs it; CI does).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("lmms_eval") is None,
+    reason="lmms-eval is not installed (bash scripts/install_lmms_eval.sh)",
+)
+
+TASK_DIR = Path(__file__).parent / "lmms_eval_task"
+TASK = "zooprune_testbed"
+NUM_DOCS = 6
+KEEP = 0.25  # a ratio: a quarter of the visual tokens, whatever the model's grid
+DOC_FIELDS = ("image", "question", "answer", "family")
+
+
+@pytest.fixture(scope="module")
+def split_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A testbed split (PNG images + docs.jsonl with the fields the task reads)."""
+    from zooprune.testbed import EVAL_SEED, write_split
+
+    out = tmp_path_factory.mktemp("testbed-split")
+    samples = write_split(out, EVAL_SEED, NUM_DOCS)
+    with samples.open() as src, (out / "docs.jsonl").open("w") as dst:
+        for line in src:
+            row = json.loads(line)
+            dst.write(json.dumps({k: row[k] for k in DOC_FIELDS}) + "\n")
+    return out
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded testbed model if the repository has it, else a tiny random LLaVA."""
+    from zooprune.cli.common import DEFAULT_MODEL
+    from zooprune.testing.tiny import save_tiny_llava
+
+    if DEFAULT_MODEL.is_dir():
+        return DEFAULT_MODEL
+    return save_tiny_llava(tmp_path_factory.mktemp("tiny-llava"), seed=0)
+
+
+def run_lmms_eval(model_args: str, split_dir: Path, out: Path, env_extra: dict[str, str]) -> dict[str, Any]:
+    """Run lmms-eval's CLI in ``split_dir``; lmms-eval's results JSON, samples and our token report."""
+    env = {
+        **os.environ,
+        "HF_HOME": str(out / "hf-home"),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        **env_extra,
+    }
+    report = out / "visual_tokens.json"
+    cmd = [
+        sys.executable, "-m", "lmms_eval",
+        "--model", "zooprune",
+        "--model_args", f"{model_args},report={report}",
+        "--tasks", TASK,
+        "--include_path", str(TASK_DIR),
+        "--output_path", str(out / "lmms"),
+        "--log_samples",
+        "--verbosity", "WARNING",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=split_dir, env=env, capture_output=True, text=True, timeout=300)
+    log = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, f"lmms-eval failed:\n{log}"
+    results = sorted((out / "lmms").rglob("*_results.json"))
+    samples = sorted((out / "lmms").rglob(f"*_samples_{TASK}.jsonl"))
+    # lmms-eval logs some errors and still exits 0: its output files are the real check
+    assert len(results) == 1 and len(samples) == 1, f"no results/samples files from lmms-eval:\n{log}"
+    return {
+        "results": json.loads(results[0].read_text()),
+        "samples": [json.loads(line) for line in samples[0].read_text().splitlines() if line.strip()],
+        "report": json.loads(report.read_text()),
+    }
+
+
+@pytest.fixture(scope="module")
+def runs(split_dir: Path, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """The same task evaluated pruned (zoo, batch 4) and unpruned (none, batch 2).
+
+    The pruned run finds the model through the package's entry point; the unpruned run also
+    names the plugin in LMMS_EVAL_PLUGINS (lmms-eval's own, older mechanism).
+    """
+    base = f"pretrained={model_dir},seed=0,device=cpu,dtype=float32"
+    return {
+        "zoo": run_lmms_eval(
+            f"{base},method=zoo,keep={KEEP},estimator=central,batch_size=4",
+            split_dir,
+            tmp_path_factory.mktemp("lmms-zoo"),
+            {},
+        ),
+        "none": run_lmms_eval(
+            f"{base},method=none,batch_size=2",
+            split_dir,
+            tmp_path_factory.mktemp("lmms-none"),
+            {"LMMS_EVAL_PLUGINS": "zooprune.lmms_eval"},
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", ["zoo", "none"])
+def test_results_file_has_accuracy_and_sample_counts(runs: dict[str, dict[str, Any]], name: str) -> None:
+    run = runs[name]
+    results = run["results"]
+    accuracy = results["results"][TASK]["exact_match,none"]
+    assert isinstance(accuracy, float) and 0.0 <= accuracy <= 1.0
+    assert results["n-samples"][TASK] == {"original": NUM_DOCS, "effective": NUM_DOCS}
+    assert f"method={name}" in results["config"]["model_args"]
+    assert sorted(s["doc_id"] for s in run["samples"]) == list(range(NUM_DOCS))
+    assert all(s["token_counts"][0]["input_tokens"] > 0 for s in run["samples"])
+    efficiency = results["efficiency"]["overall"]
+    assert efficiency["docs"] == NUM_DOCS and efficiency["docs_with_token_counts"] == NUM_DOCS
+
+
+def test_pruned_run_used_fewer_visual_tokens(runs: dict[str, dict[str, Any]]) -> None:
+    zoo, none = runs["zoo"]["report"]["total"], runs["none"]["report"]["total"]
+    assert zoo["requests"] == none["requests"] == NUM_DOCS
+    assert none["visual_tokens_after"] == none["visual_tokens_before"] > 0
+    assert zoo["visual_tokens_before"] == none["visual_tokens_before"]
+    per_image = none["visual_tokens_before"] // NUM_DOCS
+    assert zoo["visual_tokens_after"] == NUM_DOCS * int(KEEP * per_image) < zoo["visual_tokens_before"]
+    # lmms-eval's own results file: the language model's inputs shrank by exactly the dropped tokens
+    zoo_in = runs["zoo"]["results"]["efficiency"]["overall"]["total_input_tokens"]
+    none_in = runs["none"]["results"]["efficiency"]["overall"]["total_input_tokens"]
+    assert none_in - zoo_in == zoo["visual_tokens_before"] - zoo["visual_tokens_after"]
+
+
+def test_per_sample_token_counts_match_the_report(runs: dict[str, dict[str, Any]]) -> None:
+    for name in ("zoo", "none"):
+        rows = {r["doc_id"]: r for r in runs[name]["report"]["requests"]}
+        for sample in runs[name]["samples"]:
+            row = rows[sample["doc_id"]]
+            assert sample["token_counts"][0]["input_tokens"] == row["text_tokens"] + row["visual_after"]
