@@ -6,12 +6,13 @@ from torch import nn
 
 from ..registry import Registry
 from .base import ImageTokens, PreparedInputs, VLMAdapter
+from .internvl import InternVLAdapter
 from .llava import LlavaAdapter
 from .llava_next import LlavaNextAdapter
 from .qwen2_vl import Qwen2VLAdapter
 
 ADAPTERS: Registry[type[VLMAdapter]] = Registry("model type")
-for _cls in (LlavaAdapter, LlavaNextAdapter, Qwen2VLAdapter):
+for _cls in (LlavaAdapter, LlavaNextAdapter, Qwen2VLAdapter, InternVLAdapter):
     for _model_type in _cls.model_types:
         ADAPTERS.add(_model_type, _cls)
 

@@ -49,7 +49,10 @@ CHAT_TEMPLATE = (
 
 
 def word_tokenizer(
-    words: list[str] = WORDS, image_token: str = "<image>", extra_special: tuple[str, ...] = ()
+    words: list[str] = WORDS,
+    image_token: str = "<image>",
+    extra_special: tuple[str, ...] = (),
+    named: dict[str, str] | None = None,
 ) -> PreTrainedTokenizerFast:
     """A WordLevel tokenizer over special tokens + ``words`` (whitespace-split, built offline)."""
     special = SPECIAL_TOKENS[:4] + [image_token, *extra_special]
@@ -62,7 +65,7 @@ def word_tokenizer(
         pad_token="<pad>",
         bos_token="<s>",
         eos_token="</s>",
-        extra_special_tokens={"image_token": image_token},
+        extra_special_tokens={"image_token": image_token, **(named or {})},
         padding_side="left",
     )
     tok.add_special_tokens({"additional_special_tokens": [image_token, *extra_special]})
@@ -251,7 +254,54 @@ def tiny_qwen2_5_vl(seed: int = 0) -> tuple[torch.nn.Module, object]:
     return tiny_qwen2_vl(seed, family="qwen2_5_vl")
 
 
+def tiny_internvl(seed: int = 0) -> tuple[torch.nn.Module, object]:
+    """A random InternVL (112 px tiles, 14 px patches, pixel shuffle 0.5 -> 16 tokens per tile; up to
+    4 tiles + a thumbnail) and an image-only processor."""
+    from transformers import InternVLConfig, InternVLForConditionalGeneration
+    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
+
+    from ..compat import ImageOnlyInternVLProcessor
+
+    names = {
+        "start_image_token": "<img>",
+        "end_image_token": "</img>",
+        "context_image_token": "<IMG_CONTEXT>",
+        "video_token": "<video>",
+    }
+    tokenizer = word_tokenizer(
+        image_token="<IMG_CONTEXT>", extra_special=("<img>", "</img>", "<video>"), named=names
+    )
+    vision = {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 64,
+        "image_size": [112, 112],
+        "patch_size": [14, 14],
+    }
+    config = InternVLConfig(
+        vision_config=vision,
+        text_config=tiny_text(tokenizer).to_dict(),
+        image_token_id=tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"),
+        image_seq_length=16,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = finish(InternVLForConditionalGeneration(config), tokenizer)
+    image_processor = GotOcr2ImageProcessorPil(
+        size={"height": 112, "width": 112}, crop_to_patches=True, min_patches=1, max_patches=4
+    )
+    processor = ImageOnlyInternVLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        image_seq_length=16,
+        chat_template=CHAT_TEMPLATE.replace("<image>", "<IMG_CONTEXT>"),
+    )
+    return model, processor
+
+
 BUILDERS = {
+    "internvl": tiny_internvl,
     "llava": tiny_llava,
     "llava_next": tiny_llava_next,
     "qwen2_vl": tiny_qwen2_vl,
