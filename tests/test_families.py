@@ -118,11 +118,17 @@ def test_llava_next_per_crop_budgets_sum_to_the_request(keep):
     assert whole.tokens_after == k + newlines
 
 
-def test_llava_next_merging_method_with_per_crop_budget_is_a_clear_error():
+@pytest.mark.parametrize("method", ["visionzip", "pool"])
+def test_llava_next_merging_methods_work_per_crop(method):
     model, processor = BUILDERS["llava_next"](seed=0)
     inputs = inputs_for(processor, [random_image(1, (300, 200))], ["what ?"])
-    with pytest.raises(ValueError, match="merges tokens"):
-        prepare(model, inputs, "visionzip", 20)
+    (report,) = prepare(model, inputs, method, 20).reports
+    (image,) = get_adapter(model).encode(
+        inputs["pixel_values"], frozenset(), image_sizes=inputs["image_sizes"]
+    )
+    newlines = image.always_keep.numel()
+    assert newlines < report.tokens_after <= 20 + newlines
+    assert set(image.always_keep.tolist()) <= set(report.kept_indices.tolist())
 
 
 @pytest.mark.parametrize("name", ["qwen2_vl", "qwen2_5_vl"])
@@ -167,3 +173,18 @@ def test_saved_checkpoint_loads_and_generates(family, tmp_path):
     )
     assert len(result.texts) == 2
     assert all(r.tokens_after < r.tokens_before for r in result.reports)
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_every_method_runs_where_the_support_matrix_says_so(family, method):
+    name, model, processor = family
+    inputs = inputs_for(processor, [random_image(3, (150, 100))], ["what is in the image ?"])
+    supported = METHODS.get(method).needs <= get_adapter(model).provides
+    if not supported:
+        with pytest.raises(ValueError, match="cannot provide"):
+            prepare(model, inputs, method, 0.5)
+        return
+    prepared = prepare(model, inputs, method, 0.5)
+    generate_pruned(model, prepared, max_new_tokens=2)  # in-LLM methods choose during prefill
+    (report,) = prepared.reports
+    assert 1 <= report.tokens_after < report.tokens_before or method == "none"

@@ -51,7 +51,12 @@ def select_grouped(
     n = ctx.num_tokens
     shares = split_budget(k_total, [int(g.numel()) for g in groups])
     group_grids = group_grids or [None] * len(groups)
-    kept: list[Tensor] = [] if always_keep is None else [always_keep]
+    kept: list[Tensor] = []  # original positions that survive as themselves
+    kept_tokens: list[Tensor] = []  # their tokens (a merging method may have changed them)
+    merged: list[Tensor] = []  # extra tokens of merging methods, placed after the kept ones
+    if always_keep is not None:
+        kept.append(always_keep)
+        kept_tokens.append(ctx.projected[always_keep])
     scores = torch.zeros(n, dtype=torch.float32)
     has_scores = False
     timings: dict[str, float] = {}
@@ -60,6 +65,7 @@ def select_grouped(
             continue
         if share >= group.numel():
             kept.append(group)
+            kept_tokens.append(ctx.projected[group])
             continue
         sub = replace(
             ctx,
@@ -70,18 +76,19 @@ def select_grouped(
             keys=None if ctx.keys is None else ctx.keys[group],
         )
         sel = method(sub, share)
-        if sel.tokens is not None:
-            raise ValueError(
-                f"method {method.name!r} merges tokens, which per-crop budgets do not support; "
-                "use options budget='whole' for this model"
-            )
-        kept.append(group[sel.indices.to(group.device)])
+        local = sel.indices.to(group.device)
+        tokens = sel.tokens if sel.tokens is not None else sub.projected[local]
+        kept.append(group[local])
+        kept_tokens.append(tokens[: local.numel()])
+        merged.append(tokens[local.numel() :])
         if sel.scores is not None:
             scores[group.cpu()] = sel.scores.float().cpu()
             has_scores = True
         for key, value in sel.timings.items():
             timings[key] = timings.get(key, 0.0) + value
-    indices = torch.cat(kept).sort().values if kept else torch.zeros(0, dtype=torch.long)
-    if indices.numel() and int(indices.max()) >= n:
-        raise ValueError("group indices out of range")
-    return Selection(indices=indices, scores=scores if has_scores else None, timings=timings)
+    indices = torch.cat(kept)
+    order = indices.argsort()
+    tokens = torch.cat([torch.cat(kept_tokens)[order], *merged])
+    return Selection(
+        indices=indices[order], scores=scores if has_scores else None, tokens=tokens, timings=timings
+    )

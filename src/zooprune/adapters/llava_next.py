@@ -85,13 +85,24 @@ class LlavaNextAdapter(LlavaAdapter):
         crop, pos = where[:, 0].clamp(min=0), where[:, 1].clamp(min=0)
         side = self.model.config.vision_config.image_size // self.model.config.vision_config.patch_size
         groups = [(is_token & (crop == c)).nonzero().flatten() for c in range(crops)]
+        groups = [g for g in groups if g.numel()]
+        grids = [self._rectangle(pos[g], side) for g in groups]
         return ImageTokens(
             projected=packed[0],
             features=feats[crop, pos] * is_token[:, None],
             grid=None,
             cls_attention=None if cls_attn is None else cls_attn[crop, pos] * is_token,
             keys=None if keys is None else keys[crop, pos],
-            groups=[g for g in groups if g.numel()],
-            group_grids=[(side, side)] + [None] * (crops - 1),
+            groups=groups,
+            group_grids=grids,
             always_keep=(~is_token).nonzero().flatten(),
         )
+
+    @staticmethod
+    def _rectangle(positions: Tensor, side: int) -> tuple[int, int] | None:
+        """A crop's surviving tokens (unpadding removes whole rows / columns): their ``(rows, cols)``
+        grid when they form a full rectangle in row-major order, else None."""
+        rows, cols = positions // side, positions % side
+        shape = (int(rows.unique().numel()), int(cols.unique().numel()))
+        ordered = bool((positions[1:] > positions[:-1]).all()) if positions.numel() > 1 else True
+        return shape if shape[0] * shape[1] == positions.numel() and ordered else None
