@@ -116,9 +116,9 @@ def test_loglikelihood_matches_greedy_generation(vlm, images) -> None:
     conts = [" " + text for text, _ in answers]
     scores = loglikelihood_batch(vlm, contexts, conts, [[im] for im in images[:2]])
     wrong = loglikelihood_batch(vlm, contexts, [" zzz qqq", " zzz qqq"], [[im] for im in images[:2]])
-    for (logprob, greedy, tokens), (bad, _, _) in zip(scores, wrong):
-        assert greedy and logprob < 0 and tokens.visual_after == 4
-        assert bad <= logprob
+    for score, bad in zip(scores, wrong):
+        assert score.greedy and score.logprob < 0 and score.tokens.visual_after == 4
+        assert bad.logprob <= score.logprob and score.mean_nll == -score.logprob / score.num_tokens
 
 
 @pytest.mark.skipif(importlib.util.find_spec("lmms_eval") is None, reason="lmms-eval is not installed")

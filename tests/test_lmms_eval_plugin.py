@@ -1,7 +1,8 @@
 """lmms-eval really runs the ``zooprune`` model, offline, on a local testbed task (issue 7).
 
-``tests/lmms_eval_task/`` defines the task (YAML, loaded with ``--include_path``) over a split
-written by :func:`zooprune.testbed.write_split`. The model is the embedded testbed model when
+``tests/lmms_eval_task/`` defines two tasks (YAML, loaded with ``--include_path``) over a split
+written by :func:`zooprune.testbed.write_split`: open answers (``generate_until``, exact match)
+and a two-way multiple choice (``loglikelihood``, accuracy). The model is the embedded testbed model when
 ``models/testbed-llava`` exists, else a tiny random checkpoint (accuracy then means nothing,
 but it must be there). Skipped only when lmms-eval is not installed
 (``scripts/install_lmms_eval.sh`` installs it; CI does).
@@ -26,6 +27,8 @@ pytestmark = pytest.mark.skipif(
 
 TASK_DIR = Path(__file__).parent / "lmms_eval_task"
 TASK = "zooprune_testbed"
+MC_TASK = "zooprune_testbed_mc"
+TASKS = (TASK, MC_TASK)
 NUM_DOCS = 6
 KEEP = 0.25  # a ratio: a quarter of the visual tokens, whatever the model's grid
 DOC_FIELDS = ("image", "question", "answer", "family")
@@ -71,7 +74,7 @@ def run_lmms_eval(model_args: str, split_dir: Path, out: Path, env_extra: dict[s
         sys.executable, "-m", "lmms_eval",
         "--model", "zooprune",
         "--model_args", f"{model_args},report={report}",
-        "--tasks", TASK,
+        "--tasks", ",".join(TASKS),
         "--include_path", str(TASK_DIR),
         "--output_path", str(out / "lmms"),
         "--log_samples",
@@ -81,12 +84,16 @@ def run_lmms_eval(model_args: str, split_dir: Path, out: Path, env_extra: dict[s
     log = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert proc.returncode == 0, f"lmms-eval failed:\n{log}"
     results = sorted((out / "lmms").rglob("*_results.json"))
-    samples = sorted((out / "lmms").rglob(f"*_samples_{TASK}.jsonl"))
+    samples = {task: sorted((out / "lmms").rglob(f"*_samples_{task}.jsonl")) for task in TASKS}
     # lmms-eval logs some errors and still exits 0: its output files are the real check
-    assert len(results) == 1 and len(samples) == 1, f"no results/samples files from lmms-eval:\n{log}"
+    assert len(results) == 1, f"no results file from lmms-eval:\n{log}"
+    assert all(len(files) == 1 for files in samples.values()), f"no samples files from lmms-eval:\n{log}"
     return {
         "results": json.loads(results[0].read_text()),
-        "samples": [json.loads(line) for line in samples[0].read_text().splitlines() if line.strip()],
+        "samples": {
+            task: [json.loads(line) for line in files[0].read_text().splitlines() if line.strip()]
+            for task, files in samples.items()
+        },
         "report": json.loads(report.read_text()),
     }
 
@@ -119,32 +126,47 @@ def runs(split_dir: Path, model_dir: Path, tmp_path_factory: pytest.TempPathFact
 def test_results_file_has_accuracy_and_sample_counts(runs: dict[str, dict[str, Any]], name: str) -> None:
     run = runs[name]
     results = run["results"]
-    accuracy = results["results"][TASK]["exact_match,none"]
-    assert isinstance(accuracy, float) and 0.0 <= accuracy <= 1.0
-    assert results["n-samples"][TASK] == {"original": NUM_DOCS, "effective": NUM_DOCS}
+    for task, metric in ((TASK, "exact_match,none"), (MC_TASK, "acc,none")):
+        accuracy = results["results"][task][metric]
+        assert isinstance(accuracy, float) and 0.0 <= accuracy <= 1.0
+        assert results["n-samples"][task] == {"original": NUM_DOCS, "effective": NUM_DOCS}
+        assert sorted(s["doc_id"] for s in run["samples"][task]) == list(range(NUM_DOCS))
+        assert all(c["input_tokens"] > 0 for s in run["samples"][task] for c in s["token_counts"])
+        efficiency = results["efficiency"]["by_task"][task]
+        assert efficiency["docs"] == NUM_DOCS and efficiency["docs_with_token_counts"] == NUM_DOCS
     assert f"method={name}" in results["config"]["model_args"]
-    assert sorted(s["doc_id"] for s in run["samples"]) == list(range(NUM_DOCS))
-    assert all(s["token_counts"][0]["input_tokens"] > 0 for s in run["samples"])
-    efficiency = results["efficiency"]["overall"]
-    assert efficiency["docs"] == NUM_DOCS and efficiency["docs_with_token_counts"] == NUM_DOCS
+    assert run["report"]["by_task"][MC_TASK]["requests"] == 2 * NUM_DOCS  # one per choice
+
+
+@pytest.mark.parametrize("name", ["zoo", "none"])
+def test_multiple_choice_scored_by_lowest_loss(runs: dict[str, dict[str, Any]], name: str) -> None:
+    """Each choice gets (mean NLL, is_greedy) as lmms-eval's models return; the lowest loss wins."""
+    for sample in runs[name]["samples"][MC_TASK]:
+        (right, _), (wrong, _) = [(float(a), b) for a, b in sample["filtered_resps"]]
+        assert right > 0 and wrong > 0
+        assert sample["acc"] == float(right < wrong)
 
 
 def test_pruned_run_used_fewer_visual_tokens(runs: dict[str, dict[str, Any]]) -> None:
-    zoo, none = runs["zoo"]["report"]["total"], runs["none"]["report"]["total"]
+    zoo, none = runs["zoo"]["report"]["by_task"][TASK], runs["none"]["report"]["by_task"][TASK]
     assert zoo["requests"] == none["requests"] == NUM_DOCS
     assert none["visual_tokens_after"] == none["visual_tokens_before"] > 0
     assert zoo["visual_tokens_before"] == none["visual_tokens_before"]
     per_image = none["visual_tokens_before"] // NUM_DOCS
     assert zoo["visual_tokens_after"] == NUM_DOCS * int(KEEP * per_image) < zoo["visual_tokens_before"]
     # lmms-eval's own results file: the language model's inputs shrank by exactly the dropped tokens
-    zoo_in = runs["zoo"]["results"]["efficiency"]["overall"]["total_input_tokens"]
-    none_in = runs["none"]["results"]["efficiency"]["overall"]["total_input_tokens"]
-    assert none_in - zoo_in == zoo["visual_tokens_before"] - zoo["visual_tokens_after"]
+    for task in TASKS:
+        zoo_in = runs["zoo"]["results"]["efficiency"]["by_task"][task]["total_input_tokens"]
+        none_in = runs["none"]["results"]["efficiency"]["by_task"][task]["total_input_tokens"]
+        dropped = runs["zoo"]["report"]["by_task"][task]["visual_tokens_before"] - (
+            runs["zoo"]["report"]["by_task"][task]["visual_tokens_after"]
+        )
+        assert none_in - zoo_in == dropped > 0
 
 
 def test_per_sample_token_counts_match_the_report(runs: dict[str, dict[str, Any]]) -> None:
     for name in ("zoo", "none"):
-        rows = {r["doc_id"]: r for r in runs[name]["report"]["requests"]}
-        for sample in runs[name]["samples"]:
-            row = rows[sample["doc_id"]]
+        rows = {(r["task"], r["doc_id"]): r for r in runs[name]["report"]["requests"]}
+        for sample in runs[name]["samples"][TASK]:
+            row = rows[(TASK, sample["doc_id"])]
             assert sample["token_counts"][0]["input_tokens"] == row["text_tokens"] + row["visual_after"]

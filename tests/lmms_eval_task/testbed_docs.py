@@ -17,3 +17,14 @@ def doc_to_visual(doc: dict[str, Any]) -> list[Image.Image]:
 def doc_to_text(doc: dict[str, Any], lmms_eval_specific_kwargs: dict[str, Any] | None = None) -> str:
     """The question as the testbed asks it."""
     return str(doc["question"])
+
+
+def doc_to_choice(doc: dict[str, Any]) -> list[str]:
+    """Two answers: the right one first, then a wrong one (``no`` or ``yes``)."""
+    wrong = "yes" if doc["answer"] == "no" else "no"
+    return [str(doc["answer"]), wrong]
+
+
+def doc_to_target_index(doc: dict[str, Any]) -> int:
+    """Index of the right answer in :func:`doc_to_choice`."""
+    return 0

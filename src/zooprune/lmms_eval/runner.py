@@ -168,13 +168,35 @@ def continuation_lengths(vlm: PrunedVLM, prompts: Sequence[str], continuations: 
     return lengths
 
 
+@dataclass(frozen=True)
+class ContinuationScore:
+    """How likely a continuation is after its (pruned) prompt.
+
+    Attributes:
+        logprob: summed log-probability of the continuation's tokens.
+        num_tokens: tokens in the continuation.
+        greedy: whether greedy decoding produces exactly these tokens.
+        tokens: the request's token counts.
+    """
+
+    logprob: float
+    num_tokens: int
+    greedy: bool
+    tokens: RequestTokens
+
+    @property
+    def mean_nll(self) -> float:
+        """Mean negative log-likelihood per continuation token (the loss lmms-eval's models report)."""
+        return -self.logprob / self.num_tokens
+
+
 def loglikelihood_batch(
     vlm: PrunedVLM,
     contexts: Sequence[str],
     continuations: Sequence[str],
     images: Sequence[Sequence[Image.Image]],
-) -> list[tuple[float, bool, RequestTokens]]:
-    """Log-probability of each continuation after its (pruned) prompt, whether greedy decoding gives it."""
+) -> list[ContinuationScore]:
+    """Score each continuation after its (pruned) prompt: log-probability and whether it is greedy."""
     counts = [len(group) for group in images]
     if any(counts) and not all(counts):
         raise ValueError("a batch must not mix requests with and without images")
@@ -200,5 +222,5 @@ def loglikelihood_batch(
         target = ids[b, -n:].to(step_logits.device)
         logprob = step_logits.gather(-1, target[:, None]).sum().item()
         greedy = bool((step_logits.argmax(dim=-1) == target).all())
-        results.append((float(logprob), greedy, request_tokens(per_request[b], 0, text_only[b])))
+        results.append(ContinuationScore(float(logprob), n, greedy, request_tokens(per_request[b], 0, text_only[b])))
     return results

@@ -172,10 +172,12 @@ class ZooPrune(lmms):
         return restore_order(batches, outputs, len(items))
 
     def loglikelihood(self, requests: list[Instance]) -> list[GenerationResult]:
-        """Log-probability of each target after its pruned prompt, and whether it is the greedy answer.
+        """Score each target after its pruned prompt: ``(loss, is_greedy)`` as lmms-eval's models do.
 
-        Each answer is a ``GenerationResult`` whose ``text`` is the ``(logprob, is_greedy)`` pair:
-        lmms-eval 0.7 unwraps that object as it is, where a bare tuple would be turned into a string.
+        ``loss`` is the mean negative log-likelihood per target token, the convention of
+        lmms-eval's own models (its multiple-choice scoring takes the argmin). Each answer is a
+        ``GenerationResult`` whose ``text`` is that pair: lmms-eval 0.7 unwraps the object as it
+        is, where a bare tuple would be turned into a string.
         """
         items = [req.args for req in requests]
         batches = make_batches(
@@ -196,10 +198,11 @@ class ZooPrune(lmms):
                     [targets[i] for i in part],
                     [images[i] for i in part],
                 )
-                for i, (logprob, greedy, tokens) in zip(part, results):
+                for i, score in zip(part, results):
                     _, _, _, doc_id, task, split = chunk[i]
-                    counts = self._record(task, split, doc_id, "loglikelihood", tokens)
-                    answers[i] = GenerationResult(text=(logprob, greedy), token_counts=counts)  # type: ignore[arg-type]
+                    counts = self._record(task, split, doc_id, "loglikelihood", score.tokens)
+                    pair = (score.mean_nll, score.greedy)
+                    answers[i] = GenerationResult(text=pair, token_counts=counts)  # type: ignore[arg-type]
             outputs.append(answers)
         self._write_report()
         return restore_order(batches, outputs, len(items))
