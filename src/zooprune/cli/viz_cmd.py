@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .common import add_model_args, keep_arg, method_options
 
@@ -62,11 +63,21 @@ def handle(args: argparse.Namespace) -> int:
         trust_remote_code=args.trust_remote_code,
         **method_options(args),
     )
-    runs = run_methods(vlm, image, args.prompt, methods, args.keep, args.max_new_tokens)
-    sensitivity = None if args.no_heatmap else sensitivity_report(vlm, image, args.prompt, runs)
+    runs = run_methods(vlm, image, args.prompt, methods, args.keep, args.max_new_tokens, keep_going=True)
+    if all(run.report is None for run in runs):
+        raise ValueError("no method could run: " + "; ".join(f"{r.method}: {r.error}" for r in runs))
+    sensitivity = None
+    if not args.no_heatmap:
+        try:
+            sensitivity = sensitivity_report(vlm, image, args.prompt, runs)
+        except ValueError as err:
+            print(f"zooprune viz: warning: no sensitivity heatmap: {err}", file=sys.stderr)
     fig = comparison_figure(image, runs, vlm.processor, sensitivity, prompt=args.prompt, dpi=args.dpi)
     for run in runs:
-        print(f"[{run.method}] {run.answer!r} | {run.summary()}")
+        if run.report is None:
+            print(f"zooprune viz: warning: {run.method} left out: {run.error}", file=sys.stderr)
+        else:
+            print(f"[{run.method}] {run.answer!r} | {run.summary()}")
     for path in save_figure(fig, args.out):
         print(f"figure: {path}")
     return 0

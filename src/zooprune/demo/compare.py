@@ -31,6 +31,10 @@ def results_table(runs: list[MethodRun]) -> str:
         "| --- | --- | --- | ---: | ---: | ---: |",
     ]
     for run in runs:
+        if run.report is None:
+            error = str(run.error).replace("|", "\\|").replace("\n", " ")
+            lines.append(f"| {run.method} | not run: {error} | - | - | - | - |")
+            continue
         r, t = run.report, run.timings
         answer = run.answer.replace("|", "\\|").replace("\n", " ") or "(empty)"
         prune = r.timings.get("score", 0.0) + r.timings.get("select", 0.0)
@@ -59,17 +63,24 @@ def compare(
     if not methods:
         raise ValueError("pick at least one method")
     image = image.convert("RGB")
-    runs = run_methods(vlm, image, question.strip(), list(methods), int(keep), max_new_tokens)
+    runs = run_methods(
+        vlm, image, question.strip(), list(methods), int(keep), max_new_tokens, keep_going=True
+    )
     gallery = [
         (
             enlarge(overlay(image, run.report, vlm.processor)),
             f"{run.method}: {run.answer!r} ({run.report.tokens_after}/{run.report.tokens_before} tokens)",
         )
         for run in runs
+        if run.report is not None
     ]
+    table = results_table(runs)
     if with_heatmap:
-        report = sensitivity_report(vlm, image, question.strip(), runs)
+        try:
+            report = sensitivity_report(vlm, image, question.strip(), runs)
+        except ValueError as err:  # zoo cannot score this model: say so instead of failing
+            return gallery, f"{table}\n\nno sensitivity heatmap: {err}"
         gallery.append(
             (enlarge(heatmap(image, report, vlm.processor)), "zoo sensitivity (bright = sensitive)")
         )
-    return gallery, results_table(runs)
+    return gallery, table

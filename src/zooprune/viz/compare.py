@@ -19,15 +19,19 @@ SENSITIVITY_METHOD = "zoo"
 
 @dataclass
 class MethodRun:
-    """One method's outcome on one image: answer, pruning report and batch timings (ms)."""
+    """One method's outcome on one image: answer, pruning report and batch timings (ms), or the
+    error that stopped it (e.g. a method this model family does not support)."""
 
     method: str
     answer: str
-    report: PruneReport
+    report: PruneReport | None
     timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
 
     def summary(self) -> str:
-        """``kept k/N tokens | score+select s ms | prefill p ms`` (one line)."""
+        """``kept k/N tokens | prune s ms | prefill p ms`` (one line), or the error."""
+        if self.report is None:
+            return f"not run: {self.error}"
         r, t = self.report, self.timings
         prune_ms = r.timings.get("score", 0.0) + r.timings.get("select", 0.0)
         return (
@@ -43,15 +47,27 @@ def run_methods(
     methods: list[str],
     keep: Keep,
     max_new_tokens: int = 16,
+    keep_going: bool = False,
 ) -> list[MethodRun]:
     """Answer ``prompt`` about ``image`` once per method at budget ``keep`` (the vlm's seed and
-    options stay as configured; its method and budget are left at the last method's)."""
+    options stay as configured; its method and budget are left at the last method's).
+
+    With ``keep_going``, a method that fails with a ``ValueError`` / ``KeyError`` (unknown method,
+    a method the model family cannot run) gives a run with ``error`` set instead of raising.
+    """
     if not methods:
         raise ValueError("give at least one method")
     runs = []
     for method in methods:
-        vlm.configure(method=method, keep=keep)
-        result = vlm.generate([image], [prompt], max_new_tokens=max_new_tokens)
+        try:
+            vlm.configure(method=method, keep=keep)
+            result = vlm.generate([image], [prompt], max_new_tokens=max_new_tokens)
+        except (ValueError, KeyError) as err:
+            if not keep_going:
+                raise
+            message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+            runs.append(MethodRun(method, "", None, error=str(message)))
+            continue
         runs.append(MethodRun(method, result.texts[0], result.reports[0], dict(result.timings)))
     return runs
 
@@ -61,7 +77,7 @@ def sensitivity_report(vlm: PrunedVLM, image: Image.Image, prompt: str, runs: li
     scoring), a zoo scoring pass at a budget of one token (no generation; scores do not depend
     on the budget)."""
     for run in runs:
-        if run.method == SENSITIVITY_METHOD and run.report.scores is not None:
+        if run.method == SENSITIVITY_METHOD and run.report is not None and run.report.scores is not None:
             return run.report
     previous = vlm.config
     try:

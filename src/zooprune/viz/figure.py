@@ -9,6 +9,7 @@ from PIL import Image
 
 from ..report import PruneReport
 from .compare import MethodRun
+from .layout import token_layout
 from .overlay import heatmap, overlay
 
 #: Width of one panel in inches, and panels per row.
@@ -24,8 +25,10 @@ def comparison_figure(
     prompt: str = "",
     dpi: int = 100,
 ) -> Any:
-    """A grid of panels (up to four a row): input image, one overlay per method (answer, kept/total, timings in the
-    caption), then the zoo sensitivity heatmap when ``sensitivity`` is given. Returns the figure."""
+    """A grid of panels (up to four a row): input image, one overlay per method (answer, kept/total,
+    timings in the caption), then the zoo sensitivity heatmap when ``sensitivity`` is given.
+    Multi-view layouts (anyres base | high-res, tiles | thumbnail) are named in the titles and
+    rows are as tall as the tallest picture needs. Returns the figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -33,18 +36,23 @@ def comparison_figure(
 
     panels: list[tuple[Image.Image, str, str]] = [(image.convert("RGB"), "input", wrap(prompt))]
     for run in runs:
+        if run.report is None:
+            continue  # a method that could not run on this model: reported by the caller
         caption = f"{wrap(repr(run.answer))}\n{run.summary()}"
-        panels.append(
-            (overlay(image, run.report, processor), f"{run.method} (keep {run.report.keep})", caption)
-        )
+        title = f"{run.method} (keep {run.report.keep}){view_names(image, run.report, processor)}"
+        panels.append((overlay(image, run.report, processor), title, caption))
     if sensitivity is not None:
-        panels.append(
-            (heatmap(image, sensitivity, processor), "zoo sensitivity", "brighter = more sensitive")
-        )
+        title = f"zoo sensitivity{view_names(image, sensitivity, processor)}"
+        panels.append((heatmap(image, sensitivity, processor), title, "brighter = more sensitive"))
     cols = min(MAX_COLUMNS, len(panels))
     rows = -(-len(panels) // cols)
+    aspect = max(picture.height / picture.width for picture, _, _ in panels)
     fig, axes = plt.subplots(
-        rows, cols, figsize=(PANEL_INCHES * cols, (PANEL_INCHES + 1.0) * rows), dpi=dpi, squeeze=False
+        rows,
+        cols,
+        figsize=(PANEL_INCHES * cols, (PANEL_INCHES * aspect + 1.0) * rows),
+        dpi=dpi,
+        squeeze=False,
     )
     for ax in axes.flat[len(panels) :]:
         ax.axis("off")
@@ -56,6 +64,12 @@ def comparison_figure(
         ax.set_yticks([])
     fig.tight_layout()
     return fig
+
+
+def view_names(image: Image.Image, report: PruneReport, processor: Any) -> str:
+    """``"\nbase | high-res"`` for multi-view layouts, ``""`` for one view."""
+    views = token_layout(image.size, report, processor)
+    return "" if len(views) == 1 else "\n" + " | ".join(v.name for v in views)
 
 
 def wrap(text: str, width: int = 38) -> str:

@@ -7,6 +7,10 @@
   best pinpoint resolution, padded, cut into crops, then unpadded by the model), in the model's
   packed order ``base tokens, then per high-res row: its tokens and one image-newline token``.
   Newline tokens cover no region and belong to no view.
+* InternVL dynamic tiling (the image processor has ``crop_to_patches``): a ``tiles`` view (the
+  image resized to ``cols x rows`` tiles, read row-major, each tile's pixel-shuffled token grid
+  row-major) and a ``thumbnail`` view (the whole image as one more tile, last).
+* Qwen2-VL dynamic resolution: a single view, the merged token grid over the whole image.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ class View:
         indices: ``(n,)`` token indices (into the report's ``tokens_before`` tokens).
         boxes: ``(n, 4)`` integer pixel boxes ``(x0, y0, x1, y1)`` in the original image.
         seen: ``(left, top, right, bottom)`` of the region the model sees; the rest is greyed.
-        grid: ``(rows, cols)`` of this view's tokens (row-major, like ``indices``).
+        grid: ``(rows, cols)`` of this view's tokens (for InternVL tiles: over all tiles; ``indices``
+            then run tile by tile).
     """
 
     name: str
@@ -155,6 +160,51 @@ def anyres_layout(image_size: tuple[int, int], processor: Any, tokens_before: in
     ]
 
 
+def tiled_layout(image_size: tuple[int, int], image_processor: Any, tokens_before: int) -> list[View]:
+    """Tiles and thumbnail views of an InternVL image (see the module docstring)."""
+    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
+
+    width, height = image_size
+    tile_h, tile_w = _edge(image_processor.size, "height"), _edge(image_processor.size, "width")
+    cols, rows = get_optimal_tiled_canvas(
+        (height, width), (tile_h, tile_w), int(image_processor.min_patches), int(image_processor.max_patches)
+    )
+    tiles = cols * rows + (1 if cols * rows > 1 else 0)  # the thumbnail comes with several tiles
+    per_tile = tokens_before // tiles
+    side = math.isqrt(per_tile)
+    if cols * rows == 1 or side * side * tiles != tokens_before:
+        raise ValueError(
+            f"tiled layout gives {cols * rows} tiles + thumbnail for a {width}x{height} image, which does "
+            f"not split the report's {tokens_before} tokens into square tile grids"
+        )
+    boxes, indices = [], []
+    tile_w_px, tile_h_px = width / cols, height / rows
+    for t in range(cols * rows):
+        r, c = divmod(t, cols)
+        boxes.append(
+            grid_boxes(c * tile_w_px, r * tile_h_px, (c + 1) * tile_w_px, (r + 1) * tile_h_px, side, side)
+        )
+        indices.append(t * per_tile + np.arange(per_tile))
+    whole = (0, 0, width, height)
+    thumb = cols * rows * per_tile + np.arange(per_tile)
+    return [
+        View(
+            "tiles",
+            np.concatenate(indices),
+            pixel_boxes(np.concatenate(boxes), image_size),
+            whole,
+            (rows * side, cols * side),
+        ),
+        View(
+            "thumbnail",
+            thumb,
+            pixel_boxes(grid_boxes(0, 0, width, height, side, side), image_size),
+            whole,
+            (side, side),
+        ),
+    ]
+
+
 def token_layout(image_size: tuple[int, int], report: PruneReport, processor: Any) -> list[View]:
     """The views of ``report``'s tokens on an original image of ``(width, height)``."""
     if image_size[0] <= 0 or image_size[1] <= 0:
@@ -162,4 +212,6 @@ def token_layout(image_size: tuple[int, int], report: PruneReport, processor: An
     image_processor = image_processor_of(processor)
     if getattr(image_processor, "image_grid_pinpoints", None) and report.grid is None:
         return anyres_layout(image_size, processor, report.tokens_before)
+    if getattr(image_processor, "crop_to_patches", False) and report.grid is None:
+        return tiled_layout(image_size, image_processor, report.tokens_before)
     return single_crop_layout(image_size, report, image_processor)
