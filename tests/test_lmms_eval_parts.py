@@ -132,3 +132,21 @@ def test_registration_points_at_an_lmms_model() -> None:
     (manifest,) = manifests()
     assert manifest.model_id == "zooprune" and manifest.simple_class_path.endswith(".ZooPrune")
     assert AVAILABLE_MODELS == {"zooprune": "ZooPrune"} and issubclass(ZooPrune, lmms)
+
+
+@pytest.mark.parametrize("family", ["llava_next", "qwen2_5_vl", "internvl"])
+def test_other_families_batched_equal_one_by_one(family: str, images, tmp_path) -> None:
+    """The plugin's batch path on every adapter family beside LLaVA (ragged image sizes)."""
+    import zooprune
+    from zooprune.testing.tiny import save_tiny_llava
+
+    vlm = zooprune.load(save_tiny_llava(tmp_path / family, seed=0, family=family), method="zoo", keep=0.25)
+    settings = GenerationSettings(max_new_tokens=4)
+    contexts = ["what is in the image ?", "describe this picture", "how many red circle"]
+    batched = generate_batch(vlm, contexts, [[im] for im in images], settings)
+    single = [generate_batch(vlm, [c], [[im]], settings)[0] for c, im in zip(contexts, images)]
+    assert [text for text, _ in batched] == [text for text, _ in single]
+    assert all(0 < t.visual_after < t.visual_before for _, t in batched)
+    scores = loglikelihood_batch(vlm, contexts, [" yes", " no", " two"], [[im] for im in images])
+    alone = [loglikelihood_batch(vlm, [c], [a], [[im]])[0] for c, a, im in zip(contexts, [" yes", " no", " two"], images)]
+    assert [s.logprob for s in scores] == pytest.approx([s.logprob for s in alone], abs=1e-4)
