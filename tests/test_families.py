@@ -188,3 +188,40 @@ def test_every_method_runs_where_the_support_matrix_says_so(family, method):
     generate_pruned(model, prepared, max_new_tokens=2)  # in-LLM methods choose during prefill
     (report,) = prepared.reports
     assert 1 <= report.tokens_after < report.tokens_before or method == "none"
+
+
+def multi_image_inputs(processor, images, prompt):
+    content = [{"type": "image"} for _ in images] + [{"type": "text", "text": prompt}]
+    text = processor.apply_chat_template(
+        [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+    )
+    return processor(images=[images], text=[text], return_tensors="pt")
+
+
+def test_multi_image_prompt_keep_all_is_stock_and_pruning_runs(family):
+    name, model, processor = family
+    images = [random_image(7, (80, 60)), random_image(8, (60, 100))]
+    inputs = multi_image_inputs(processor, images, "what is on the left ?")
+    with torch.no_grad():
+        stock = model(**inputs).logits
+        assert torch.equal(model(**prepare(model, inputs, "none", 1.0).model_kwargs()).logits, stock)
+    prepared = prepare(model, inputs, "zoo", 0.5)
+    assert len(prepared.reports) == 2 and all(r.tokens_after < r.tokens_before for r in prepared.reports)
+    generate_pruned(model, prepared, max_new_tokens=2)
+
+
+def test_onevision_downsampled_grid_keeps_stock_equivalence_and_scores():
+    """anyres_max_1 forces transformers to interpolate the high-resolution grid."""
+    model, processor = BUILDERS["llava_onevision"](seed=0)
+    model.config.vision_aspect_ratio = processor.vision_aspect_ratio = "anyres_max_1"
+    inputs = inputs_for(processor, [random_image(2, (200, 100))], ["what ?"])
+    with torch.no_grad():
+        stock = model(**inputs).logits
+        assert torch.equal(model(**prepare(model, inputs, "none", 1.0).model_kwargs()).logits, stock)
+    (image,) = get_adapter(model).encode(
+        inputs["pixel_values"], frozenset(), image_sizes=inputs["image_sizes"]
+    )
+    rows, cols = image.group_grids[1]
+    assert rows * cols == image.groups[1].numel() and rows == image.always_keep.numel()
+    (report,) = prepare(model, inputs, "zoo", 0.5).reports
+    assert report.scores is not None and report.tokens_after < report.tokens_before

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from transformers import InternVLProcessor, Qwen2VLProcessor
+from transformers import InternVLProcessor, LlavaOnevisionProcessor, Qwen2VLProcessor
 
 
 class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
@@ -53,32 +53,68 @@ class ImageOnlyInternVLProcessor(InternVLProcessor):
         )
 
 
+class ImageOnlyLlavaOnevisionProcessor(LlavaOnevisionProcessor):
+    """``LlavaOnevisionProcessor`` without a video processor (images + text only)."""
+
+    def __init__(
+        self,
+        image_processor: Any = None,
+        tokenizer: Any = None,
+        chat_template: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            video_processor=None,
+            chat_template=chat_template,
+            **kwargs,
+        )
+
+
 #: model types whose stock processor needs torchvision (its video part) -> image-only stand-in.
 IMAGE_ONLY = {
     "qwen2_vl": ImageOnlyQwen2VLProcessor,
     "qwen2_5_vl": ImageOnlyQwen2VLProcessor,
     "internvl": ImageOnlyInternVLProcessor,
+    "llava_onevision": ImageOnlyLlavaOnevisionProcessor,
 }
 
 
 def load_processor(path: str, model_type: str, trust_remote_code: bool = False) -> Any:
-    """``AutoProcessor.from_pretrained``, or the image-only Qwen processor when the stock one needs
-    torchvision that is not installed."""
+    """``AutoProcessor.from_pretrained``, or the image-only stand-in when the stock processor needs
+    torchvision that is not installed (its saved settings are passed on)."""
+    import json
+
     from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
     from transformers.utils import is_torchvision_available
 
     if model_type not in IMAGE_ONLY or is_torchvision_available():
         return AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
-    template_file = Path(path) / "chat_template.jinja"
-    extra = {}
-    config_file = Path(path) / "config.json"
-    if model_type == "internvl" and config_file.is_file():  # tokens per tile, as the model expects
-        import json
-
-        extra["image_seq_length"] = json.loads(config_file.read_text()).get("image_seq_length", 256)
+    folder = Path(path)
+    settings: dict[str, Any] = {}
+    if (folder / "processor_config.json").is_file():
+        saved = json.loads((folder / "processor_config.json").read_text())
+        skip = {"image_processor", "video_processor", "processor_class", "auto_map"}
+        settings = {k: v for k, v in saved.items() if k not in skip}
+    if (
+        model_type == "internvl" and (folder / "config.json").is_file()
+    ):  # tokens per tile, as the model expects
+        settings.setdefault(
+            "image_seq_length", json.loads((folder / "config.json").read_text()).get("image_seq_length", 256)
+        )
+    if model_type == "llava_onevision" and (folder / "config.json").is_file():  # settings the model implies
+        config = json.loads((folder / "config.json").read_text())
+        vision = config.get("vision_config", {})
+        strategy = config.get("vision_feature_select_strategy", "full")
+        tokens = (vision.get("image_size", 384) // vision.get("patch_size", 14)) ** 2
+        settings.setdefault("num_image_tokens", tokens + (1 if strategy == "default" else 0))
+        settings.setdefault("vision_feature_select_strategy", strategy)
+        settings.setdefault("vision_aspect_ratio", config.get("vision_aspect_ratio", "anyres_max_9"))
+    template = folder / "chat_template.jinja"
     return IMAGE_ONLY[model_type](
         image_processor=AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code),
         tokenizer=AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code),
-        chat_template=template_file.read_text() if template_file.is_file() else None,
-        **extra,
+        chat_template=template.read_text() if template.is_file() else None,
+        **settings,
     )

@@ -9,10 +9,11 @@ from .base import ImageTokens, PreparedInputs, VLMAdapter
 from .internvl import InternVLAdapter
 from .llava import LlavaAdapter
 from .llava_next import LlavaNextAdapter
+from .llava_onevision import LlavaOnevisionAdapter
 from .qwen2_vl import Qwen2VLAdapter
 
 ADAPTERS: Registry[type[VLMAdapter]] = Registry("model type")
-for _cls in (LlavaAdapter, LlavaNextAdapter, Qwen2VLAdapter, InternVLAdapter):
+for _cls in (LlavaAdapter, LlavaNextAdapter, LlavaOnevisionAdapter, Qwen2VLAdapter, InternVLAdapter):
     for _model_type in _cls.model_types:
         ADAPTERS.add(_model_type, _cls)
 

@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--family",
         default="llava",
-        choices=["llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "internvl"],
+        choices=["llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "internvl"],
         help="model family (default: llava)",
     )
     parser.set_defaults(handler=handle)

@@ -300,8 +300,55 @@ def tiny_internvl(seed: int = 0) -> tuple[torch.nn.Module, object]:
     return model, processor
 
 
+def tiny_llava_onevision(seed: int = 0) -> tuple[torch.nn.Module, object]:
+    """A random LLaVA-OneVision (SigLIP 56 px crops of 16 tokens, strategy "full", anyres_max_9)."""
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, SiglipVisionConfig
+    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+        LlavaOnevisionImageProcessorPil,
+    )
+
+    from ..compat import ImageOnlyLlavaOnevisionProcessor
+
+    tokenizer = word_tokenizer()
+    vision = SiglipVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        image_size=56,
+        patch_size=14,
+    )
+    config = LlavaOnevisionConfig(
+        vision_config=vision.to_dict(),
+        text_config=tiny_text(tokenizer).to_dict(),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        image_grid_pinpoints=NEXT_PINPOINTS,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+        vision_aspect_ratio="anyres_max_9",
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = finish(LlavaOnevisionForConditionalGeneration(config), tokenizer)
+    with torch.no_grad():
+        model.model.image_newline.normal_(0, 1)
+    image_processor = LlavaOnevisionImageProcessorPil(
+        size={"height": 56, "width": 56}, image_grid_pinpoints=NEXT_PINPOINTS
+    )
+    processor = ImageOnlyLlavaOnevisionProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        num_image_tokens=16,
+        vision_feature_select_strategy="full",
+        vision_aspect_ratio="anyres_max_9",
+        chat_template=CHAT_TEMPLATE,
+    )
+    return model, processor
+
+
 BUILDERS = {
     "internvl": tiny_internvl,
+    "llava_onevision": tiny_llava_onevision,
     "llava": tiny_llava,
     "llava_next": tiny_llava_next,
     "qwen2_vl": tiny_qwen2_vl,
