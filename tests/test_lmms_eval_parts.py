@@ -150,3 +150,20 @@ def test_other_families_batched_equal_one_by_one(family: str, images, tmp_path) 
     scores = loglikelihood_batch(vlm, contexts, [" yes", " no", " two"], [[im] for im in images])
     alone = [loglikelihood_batch(vlm, [c], [a], [[im]])[0] for c, a, im in zip(contexts, [" yes", " no", " two"], images)]
     assert [s.logprob for s in scores] == pytest.approx([s.logprob for s in alone], abs=1e-4)
+
+
+def test_relative_table_from_results_files(tmp_path) -> None:
+    import json
+
+    from zooprune.lmms_eval.relative import load_scores, relative, table
+
+    def write(name: str, gqa: float, pope: float) -> str:
+        folder = tmp_path / name / "model"
+        folder.mkdir(parents=True)
+        results = {"gqa": {"exact_match,none": gqa}, "pope": {"pope_accuracy,none": pope}}
+        (folder / "20260101_results.json").write_text(json.dumps({"results": results}))
+        return str(tmp_path / name)
+
+    base, pruned = write("none", 0.60, 0.80), write("zoo", 0.57, 0.84)
+    assert relative(load_scores(base), load_scores(pruned)) == pytest.approx({"gqa": 95.0, "pope": 105.0})
+    assert "| 100.00 |" in table(base, [pruned])
