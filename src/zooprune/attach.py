@@ -81,8 +81,8 @@ class PruneHandle:
             out = model_cls.generate(self.model, **prepared.model_kwargs(), **kwargs)
         # Stock generate returns prompt + new tokens; with inputs_embeds it returns new tokens only.
         if isinstance(out, Tensor):
-            return torch.cat([input_ids, out], dim=1)
-        out.sequences = torch.cat([input_ids, out.sequences], dim=1)
+            return torch.cat([input_ids, prepared.new_tokens(out)], dim=1)
+        out.sequences = torch.cat([input_ids, prepared.new_tokens(out.sequences)], dim=1)
         return out
 
     def _forward(

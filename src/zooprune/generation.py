@@ -49,6 +49,7 @@ def generate_pruned(model: nn.Module, prepared: PreparedInputs, **generation_kwa
         end = time.perf_counter()
     if not isinstance(new_tokens, Tensor):  # return_dict_in_generate=True
         new_tokens = new_tokens.sequences
+    new_tokens = prepared.new_tokens(new_tokens)
     split = clock.split(end)
     prepared.timings.update(split)
     for report in prepared.reports:

@@ -102,7 +102,11 @@ class PrunedVLM:
             raise ValueError("a prompt has no image: every prompt needs at least one image")
         pil = [open_image(im) for entry in per_prompt for im in entry]
         texts = [self.chat_prompt(p, len(entry)) for p, entry in zip(prompt_list, per_prompt)]
-        inputs = self.processor(images=pil, text=texts, padding=True, return_tensors="pt")
+        nested, start = [], 0  # images grouped per prompt (some processors, e.g. Gemma 3's, need it)
+        for entry in per_prompt:
+            nested.append(pil[start : start + len(entry)])
+            start += len(entry)
+        inputs = self.processor(images=nested, text=texts, padding=True, return_tensors="pt")
         return inputs.to(self.model.device)
 
     def prepare(self, images: Any, prompts: str | list[str]) -> PreparedInputs:

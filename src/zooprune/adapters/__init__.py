@@ -6,6 +6,7 @@ from torch import nn
 
 from ..registry import Registry
 from .base import ImageTokens, PreparedInputs, VLMAdapter
+from .gemma3 import Gemma3Adapter
 from .internvl import InternVLAdapter
 from .llava import LlavaAdapter
 from .llava_next import LlavaNextAdapter
@@ -13,7 +14,14 @@ from .llava_onevision import LlavaOnevisionAdapter
 from .qwen2_vl import Qwen2VLAdapter
 
 ADAPTERS: Registry[type[VLMAdapter]] = Registry("model type")
-for _cls in (LlavaAdapter, LlavaNextAdapter, LlavaOnevisionAdapter, Qwen2VLAdapter, InternVLAdapter):
+for _cls in (
+    LlavaAdapter,
+    LlavaNextAdapter,
+    LlavaOnevisionAdapter,
+    Qwen2VLAdapter,
+    InternVLAdapter,
+    Gemma3Adapter,
+):
     for _model_type in _cls.model_types:
         ADAPTERS.add(_model_type, _cls)
 

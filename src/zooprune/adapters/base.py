@@ -71,13 +71,37 @@ class PreparedInputs:
     timings: dict[str, float] = field(default_factory=dict)
     plan: InLLMPlan | None = None
     position_ids: Tensor | None = None
+    extra: dict[str, Tensor] = field(default_factory=dict)
+    #: pass ``input_ids`` (k placeholders per image) + ``mm_encoder_outputs`` instead of
+    #: ``inputs_embeds``, for models whose ``generate`` does not take embeddings (Gemma 3)
+    ids_route: bool = False
+    image_token_id: int = -1
 
-    def model_kwargs(self) -> dict[str, Tensor]:
+    def model_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for the stock ``model.generate`` / ``model.forward``."""
-        kwargs = {"inputs_embeds": self.spliced.inputs_embeds, "attention_mask": self.spliced.attention_mask}
+        if self.ids_route:
+            from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+            ids = self.spliced.input_ids
+            kept = self.spliced.inputs_embeds[ids == self.image_token_id]  # (sum k_i, d), row-major
+            encoded = {"image": BaseModelOutputWithPooling(pooler_output=kept)}
+            kwargs = {
+                "input_ids": ids,
+                "attention_mask": self.spliced.attention_mask,
+                "mm_encoder_outputs": encoded,
+            }
+        else:
+            kwargs = {
+                "inputs_embeds": self.spliced.inputs_embeds,
+                "attention_mask": self.spliced.attention_mask,
+            }
         if self.position_ids is not None:  # families with explicit (e.g. 3-D mRoPE) positions
             kwargs["position_ids"] = self.position_ids
-        return kwargs
+        return {**kwargs, **self.extra}  # family inputs such as Gemma 3's token_type_ids
+
+    def new_tokens(self, generated: Tensor) -> Tensor:
+        """Only the generated tokens ``(B, T)`` of a ``generate`` output (the ids route returns the prompt too)."""
+        return generated[:, self.spliced.input_ids.shape[1] :] if self.ids_route else generated
 
     def active(self) -> AbstractContextManager[Any]:
         """Context in which the model call prunes in-LLM (a no-op for pre-LLM methods)."""

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+#: families with a tiny builder (``zooprune.testing.tiny.BUILDERS``; kept literal so --help stays fast)
+FAMILIES = ("gemma3", "internvl", "llava", "llava_next", "llava_onevision", "qwen2_5_vl", "qwen2_vl")
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
@@ -20,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--family",
         default="llava",
-        choices=["llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "internvl"],
+        choices=FAMILIES,
         help="model family (default: llava)",
     )
     parser.set_defaults(handler=handle)

@@ -79,9 +79,10 @@ class SceneStream(torch.utils.data.IterableDataset):
         batch: int,
         tokenizer: PreTrainedTokenizerFast | None = None,
         qa_per_image: int = 6,
+        family_weights: dict[str, float] | None = None,
     ) -> None:
         self.stage, self.seed, self.start, self.batch = stage, seed, start, batch
-        self.tokenizer, self.qa = tokenizer, qa_per_image
+        self.tokenizer, self.qa, self.weights = tokenizer, qa_per_image, family_weights
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         step = self.start
@@ -102,7 +103,7 @@ class SceneStream(torch.utils.data.IterableDataset):
             assert self.tokenizer is not None
             img_qas = []
             for _ in range(self.qa):
-                spec = draw_spec(scene, rng)
+                spec = draw_spec(scene, rng, weights=self.weights)
                 q_ids = self.tokenizer(question_text(spec), add_special_tokens=False)["input_ids"]
                 a_id = self.tokenizer.convert_tokens_to_ids(answer_from_scene(scene, spec))
                 ground = touched_patches(ids, relevant_items(scene, spec))

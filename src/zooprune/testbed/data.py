@@ -60,9 +60,7 @@ def make_sample(seed: int, index: int, family: str | None = None) -> Sample:
 
 def make_samples(seed: int, n: int, balanced: bool = True) -> list[Sample]:
     """``n`` samples of split ``seed``; ``balanced`` cycles the families (index % 6)."""
-    return [
-        make_sample(seed, i, FAMILIES[i % len(FAMILIES)] if balanced else None) for i in range(n)
-    ]
+    return [make_sample(seed, i, FAMILIES[i % len(FAMILIES)] if balanced else None) for i in range(n)]
 
 
 def write_split(out_dir: str | Path, seed: int, n: int) -> Path:

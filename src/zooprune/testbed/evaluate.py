@@ -56,7 +56,9 @@ def accuracy_by_family(
         chunk = items[s : s + batch]
         rows = []
         for it in chunk:
-            keep = sorted(rng.choice(n_tok, size=k, replace=False).tolist()) if k < n_tok else list(range(n_tok))
+            keep = (
+                sorted(rng.choice(n_tok, size=k, replace=False).tolist()) if k < n_tok else list(range(n_tok))
+            )
             q = tok(it.question, add_special_tokens=False)["input_ids"]
             rows.append((keep, [{"q": q, "a": tok.convert_tokens_to_ids(it.answer)}]))
         p = pack(ids, rows)

@@ -120,13 +120,28 @@ def _reading(scene: Scene, rng: np.random.Generator) -> Spec | None:
     return {"family": "reading", "subfamily": "digit"}
 
 
-def draw_spec(scene: Scene, rng: np.random.Generator, family: str | None = None) -> Spec:
-    """Draw one question spec for ``scene`` (family drawn uniformly unless given).
+def draw_spec(
+    scene: Scene,
+    rng: np.random.Generator,
+    family: str | None = None,
+    weights: dict[str, float] | None = None,
+) -> Spec:
+    """Draw one question spec for ``scene``.
 
+    The family is ``family`` if given, else drawn uniformly (or with relative ``weights``).
     Families that do not fit the scene (e.g. reading without a tile) are redrawn.
     """
+    probs = None
+    if weights is not None:
+        w = np.array([weights.get(f, 0.0) for f in FAMILIES], dtype=np.float64)
+        probs = w / w.sum()
     for _ in range(100):
-        fam = family if family is not None else _pick(rng, list(FAMILIES))
+        if family is not None:
+            fam = family
+        elif probs is None:
+            fam = _pick(rng, list(FAMILIES))
+        else:
+            fam = FAMILIES[int(rng.choice(len(FAMILIES), p=probs))]
         if fam == "existence":
             spec = _existence(scene, rng)
         elif fam in ("attribute", "choice"):

@@ -95,7 +95,15 @@ def evaluate(model_dir: str | Path, n: int, seed: int, keep: float) -> dict[str,
                 pred = answer(model, processor, s.image, s.question)
             else:
                 method = c.rstrip("012")
-                pred = answer_pruned(model, processor, s.image, s.question, method, keep, seed=i * 10 + int(c[-1:] or 0) if method == "random" else 0)
+                pred = answer_pruned(
+                    model,
+                    processor,
+                    s.image,
+                    s.question,
+                    method,
+                    keep,
+                    seed=i * 10 + int(c[-1:] or 0) if method == "random" else 0,
+                )
             hits[c].setdefault(s.family, []).append(int(pred == s.answer))
     out: dict[str, dict[str, float]] = {}
     for c, fam in hits.items():

@@ -95,11 +95,15 @@ def make_scene(rng: np.random.Generator) -> Scene:
     for _ in range(n_checker):
         side = int(rng.integers(18, 29))
         neon = [int(rng.integers(len(NEON))), int(rng.integers(len(NEON) - 1))]
-        items.append({"kind": "checker", "neon": neon, "period": int(rng.integers(2, 5)), **place(k, side, side)})
+        items.append(
+            {"kind": "checker", "neon": neon, "period": int(rng.integers(2, 5)), **place(k, side, side)}
+        )
         k += 1
     if has_caption:
         text = "".join(str(rng.choice(CAPTION_CHARS)) for _ in range(2))
-        items.append({"kind": "caption", "text": text, "neon": int(rng.integers(len(NEON))), **place(k, 26, 18)})
+        items.append(
+            {"kind": "caption", "text": text, "neon": int(rng.integers(len(NEON))), **place(k, 26, 18)}
+        )
         k += 1
     bg = [int(v) for v in rng.integers(70, 170, size=3)]
     return {
@@ -144,7 +148,9 @@ def render_scene(scene: Scene) -> tuple[Image.Image, np.ndarray]:
     ys, xs = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE]
     stripes = ((xs + ys) // scene["stripe_period"]) % 2
     base = np.array(scene["background"], dtype=np.float32)
-    arr = base[None, None, :] + 10.0 * stripes[..., None] + noise_rng.normal(0, 9, (IMAGE_SIZE, IMAGE_SIZE, 3))
+    arr = (
+        base[None, None, :] + 10.0 * stripes[..., None] + noise_rng.normal(0, 9, (IMAGE_SIZE, IMAGE_SIZE, 3))
+    )
     img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
     ids = Image.new("I", (IMAGE_SIZE, IMAGE_SIZE), 0)
     draw, idraw = ImageDraw.Draw(img), ImageDraw.Draw(ids)

@@ -60,9 +60,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--lr1", type=float, default=1e-3)
     ap.add_argument("--lr2", type=float, default=1e-3)
     ap.add_argument("--ground", type=float, default=1.0, help="grounding loss weight before fading")
+    ap.add_argument(
+        "--family-weights",
+        default="existence=1,attribute=1,counting=1,spatial=1,reading=1,choice=1",
+        help="relative frequency of each question family in stage-2 training",
+    )
     ap.add_argument("--eval-every", type=float, default=5.0, help="minutes between held-out evals")
     ap.add_argument("--val-n", type=int, default=300)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)"
+    )
+    ap.add_argument(
+        "--export-only", action="store_true", help="save --out from the checkpoint in --work and exit"
+    )
     return ap.parse_args(argv)
 
 
@@ -111,7 +121,7 @@ class Trainer:
         self.log: list[dict[str, Any]] = []
         self.opt: torch.optim.Optimizer = self._stage1_opt()
         self.val = val_samples(VAL_SEED, args.val_n)
-        if args.resume and (self.work / "ckpt.pt").exists():
+        if (args.resume or args.export_only) and (self.work / "ckpt.pt").exists():
             self._load()
 
     # ---------------------------------------------------------------- checkpoints
@@ -158,7 +168,8 @@ class Trainer:
 
     def _loader(self, stage: int, start: int) -> Any:
         batch = self.args.batch1 if stage == 1 else self.args.batch2
-        ds = SceneStream(stage, TRAIN_SEED_BASE + self.args.seed, start, batch, self.tok, self.args.qa)
+        weights = {k: float(v) for k, v in (kv.split("=") for kv in self.args.family_weights.split(","))}
+        ds = SceneStream(stage, TRAIN_SEED_BASE + self.args.seed, start, batch, self.tok, self.args.qa, weights)
         return iter(
             torch.utils.data.DataLoader(
                 ds, batch_size=None, num_workers=1, worker_init_fn=lambda _: torch.set_num_threads(1)
@@ -191,7 +202,9 @@ class Trainer:
             for k, head in self.heads.items():
                 logits = head(feats)
                 y = targets[k]
-                loss = loss + F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-100)
+                loss = loss + F.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-100
+                )
                 valid = y != -100
                 accs[k] = float((logits.argmax(-1)[valid] == y[valid]).float().mean()) if valid.any() else 0.0
             self.opt.zero_grad(set_to_none=True)
@@ -203,7 +216,12 @@ class Trainer:
             self.state["step"] += 1
             bar.update(int(self.state["t1"]) - bar.n)
             if self.state["step"] % 20 == 0:
-                row = {"stage": 1, "step": self.state["step"], "t": round(self.state["t1"], 1), "loss": float(loss)}
+                row = {
+                    "stage": 1,
+                    "step": self.state["step"],
+                    "t": round(self.state["t1"], 1),
+                    "loss": float(loss),
+                }
                 row.update({k: round(v, 3) for k, v in accs.items()})
                 bar.set_postfix(loss=f"{float(loss):.3f}", colour=accs["colour"], digit=accs["digit"])
                 self._record(row)
@@ -222,7 +240,9 @@ class Trainer:
         feats = []
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             for _ in range(4):
-                feats.append(vision_features(self.model, next(data)["pixel_values"]).float().reshape(-1, VISION_HIDDEN))
+                feats.append(
+                    vision_features(self.model, next(data)["pixel_values"]).float().reshape(-1, VISION_HIDDEN)
+                )
         f = torch.cat(feats)
         self.std.mean.copy_(f.mean(0))
         self.std.std.copy_(f.std(0) + 1e-5)
@@ -247,7 +267,8 @@ class Trainer:
             for g in self.opt.param_groups:
                 g["lr"] = self.args.lr2 * cosine(frac)
             rows = [
-                ([] if drop else list(range(GRID * GRID)), qas) for drop, qas in zip(b["drop"].tolist(), b["qas"])
+                ([] if drop else list(range(GRID * GRID)), qas)
+                for drop, qas in zip(b["drop"].tolist(), b["qas"])
             ]
             p = pack(self.ids, rows)
             with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -276,7 +297,9 @@ class Trainer:
             run_g = 0.95 * run_g + 0.05 * float(g_loss)
             bar.update(int(self.state["t2"]) - bar.n)
             if self.state["step"] % 10 == 0:
-                bar.set_postfix(loss=f"{run_loss:.3f}", acc=f"{run_acc:.3f}", g=f"{run_g:.2f}", gw=f"{gw:.2f}")
+                bar.set_postfix(
+                    loss=f"{run_loss:.3f}", acc=f"{run_acc:.3f}", g=f"{run_g:.2f}", gw=f"{gw:.2f}"
+                )
             if self.state["step"] % 50 == 0:
                 self._record(
                     {
@@ -303,7 +326,9 @@ class Trainer:
         acc = accuracy_by_family(self.model, self.std, self.ids, self.tok, self.val)
         row = {"stage": 2, "step": self.state["step"], "t": round(self.state["t2"], 1), "val": acc}
         self._record(row)
-        tqdm.write(f"[val t2={self.state['t2'] / 60:.1f}m] " + " ".join(f"{k}={v:.3f}" for k, v in acc.items()))
+        tqdm.write(
+            f"[val t2={self.state['t2'] / 60:.1f}m] " + " ".join(f"{k}={v:.3f}" for k, v in acc.items())
+        )
         return acc
 
     # ---------------------------------------------------------------- export
@@ -335,7 +360,11 @@ class Trainer:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    Trainer(args).run()
+    trainer = Trainer(args)
+    if args.export_only:
+        trainer.export()
+    else:
+        trainer.run()
 
 
 if __name__ == "__main__":

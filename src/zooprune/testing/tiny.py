@@ -346,7 +346,66 @@ def tiny_llava_onevision(seed: int = 0) -> tuple[torch.nn.Module, object]:
     return model, processor
 
 
+def tiny_gemma3(seed: int = 0) -> tuple[torch.nn.Module, object]:
+    """A random Gemma 3 (SigLIP 56 px, 16 patches pooled to 4 image tokens) and its processor."""
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor, SiglipVisionConfig
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+    names = {
+        "boi_token": "<start_of_image>",
+        "eoi_token": "<end_of_image>",
+        "image_token": "<image_soft_token>",
+    }
+    tokenizer = word_tokenizer(
+        image_token="<image_soft_token>", extra_special=("<start_of_image>", "<end_of_image>"), named=names
+    )
+    ids = tokenizer.convert_tokens_to_ids
+    text = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "sliding_window": 512,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+    vision = SiglipVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=56,
+        patch_size=14,
+    )
+    config = Gemma3Config(
+        text_config=text,
+        vision_config=vision.to_dict(),
+        mm_tokens_per_image=4,
+        boi_token_index=ids("<start_of_image>"),
+        eoi_token_index=ids("<end_of_image>"),
+        image_token_index=ids("<image_soft_token>"),
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = finish(Gemma3ForConditionalGeneration(config), tokenizer)
+    with torch.no_grad():
+        model.model.multi_modal_projector.mm_input_projection_weight.normal_(0, 0.2)  # zeros at init
+    image_processor = Gemma3ImageProcessorPil(size={"height": 56, "width": 56})
+    processor = Gemma3Processor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        image_seq_length=4,
+        chat_template=CHAT_TEMPLATE.replace("<image>", "<start_of_image>"),
+    )
+    return model, processor
+
+
 BUILDERS = {
+    "gemma3": tiny_gemma3,
     "internvl": tiny_internvl,
     "llava_onevision": tiny_llava_onevision,
     "llava": tiny_llava,
