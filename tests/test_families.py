@@ -232,3 +232,13 @@ def test_make_tiny_offers_every_builder():
     from zooprune.cli.make_tiny import FAMILIES
 
     assert list(FAMILIES) == sorted(BUILDERS)
+
+
+def test_the_image_matters_to_every_tiny_model(family):
+    """Guard: if pruning did not change the logits, the equalities above would prove nothing."""
+    name, model, processor = family
+    inputs = inputs_for(processor, [random_image(4, SIZES[0])], ["what is in the image ?"])
+    with torch.no_grad():
+        full = model(**prepare(model, inputs, "none", 1.0).model_kwargs()).logits[0, -1]
+        cut = model(**prepare(model, inputs, "random", 1).model_kwargs()).logits[0, -1]
+    assert (full - cut).abs().max() > 1e-3, name
