@@ -137,3 +137,31 @@ def test_processor_prompt(samples):
     enc = proc(images=s.image, text=prompt, return_tensors="pt")
     assert int((enc["input_ids"] == tok.convert_tokens_to_ids("<image>")).sum()) == 196
     assert tuple(enc["pixel_values"].shape) == (1, 3, 224, 224)
+
+
+MODEL_DIR = __import__("pathlib").Path(__file__).resolve().parents[1] / "models" / "testbed-llava"
+# (seed, index) of held-out samples the committed model answers correctly (one per family and more)
+FIXED_QUESTIONS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
+
+
+@pytest.mark.skipif(not (MODEL_DIR / "config.json").exists(), reason="no committed testbed model")
+def test_committed_model_answers_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import torch
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    processor = AutoProcessor.from_pretrained(MODEL_DIR)
+    model = LlavaForConditionalGeneration.from_pretrained(MODEL_DIR).eval()
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    assert total < 50 * 2**20
+    samples = make_samples(EVAL_SEED, max(FIXED_QUESTIONS) + 1)
+    for i in FIXED_QUESTIONS:
+        s = samples[i]
+        msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": s.question}]}]
+        prompt = processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        inputs = processor(images=s.image, text=prompt, return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+        new = out[0, inputs["input_ids"].shape[1] :]
+        assert processor.tokenizer.eos_token_id in new.tolist()
+        assert processor.tokenizer.decode(new, skip_special_tokens=True).strip() == s.answer, (i, s.question)

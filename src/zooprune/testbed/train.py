@@ -294,7 +294,7 @@ class Trainer:
             self.state["step"] += 1
             run_loss = 0.95 * run_loss + 0.05 * float(loss_a.detach())
             run_acc = 0.95 * run_acc + 0.05 * float((la.argmax(-1) == p.answers).float().mean())
-            run_g = 0.95 * run_g + 0.05 * float(g_loss)
+            run_g = 0.95 * run_g + 0.05 * float(g_loss.detach())
             bar.update(int(self.state["t2"]) - bar.n)
             if self.state["step"] % 10 == 0:
                 bar.set_postfix(
