@@ -117,6 +117,9 @@ def test_upload_ask_and_see_answers_and_overlays(page, tmp_path: Path) -> None:
     for name in ("zoo", "divprune", "visionzip"):  # the defaults
         assert methods.get_by_label(name, exact=True).is_checked()
     methods.get_by_label("pool", exact=True).check()
+    slider = page.locator("#budget input[type=range]")
+    assert slider.input_value() == "5"  # --keep 5
+    slider.fill("7")  # the budget slider, as a person drags it
     page.locator("#run").click()
 
     page.locator("#results table").wait_for(timeout=ANSWER_TIMEOUT_MS)
@@ -128,7 +131,7 @@ def test_upload_ask_and_see_answers_and_overlays(page, tmp_path: Path) -> None:
         seen[cells[0]] = cells
         assert cells[1].strip(), f"no answer for {cells[0]}"
         kept, total = (int(v) for v in cells[2].split("/"))
-        assert total == 16 and (kept == 5 or cells[0] == "pool" and kept <= 5)  # --keep 5; pool keeps a grid
+        assert total == 16 and (kept == 7 or cells[0] == "pool" and kept <= 7)  # pool keeps a whole grid
         assert float(cells[4]) > 0  # prefill ms
     assert set(seen) == {"zoo", "divprune", "visionzip", "pool"}
 
@@ -141,7 +144,7 @@ def test_upload_ask_and_see_answers_and_overlays(page, tmp_path: Path) -> None:
         size = overlays.nth(i).evaluate("img => [img.naturalWidth, img.naturalHeight]")
         assert size == [384, 320]
     captions = " ".join(page.locator("#overlays").all_inner_texts())
-    assert "zoo sensitivity" in captions and "(5/16 tokens)" in captions
+    assert "zoo sensitivity" in captions and "(7/16 tokens)" in captions
 
 
 def test_asking_without_an_image_shows_an_error(page) -> None:
