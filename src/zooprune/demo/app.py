@@ -70,6 +70,7 @@ def build_app(vlm: PrunedVLM, model_name: str = "", keep: int = 64, max_new_toke
                 )
                 table = gr.Markdown(elem_id="results")
         inputs = [image, question, chosen, budget]
-        button.click(run, inputs, [gallery, table])
-        question.submit(run, inputs, [gallery, table])
+        # one request at a time: the methods reconfigure the one shared model
+        button.click(run, inputs, [gallery, table], concurrency_limit=1)
+        question.submit(run, inputs, [gallery, table], concurrency_limit=1)
     return app
