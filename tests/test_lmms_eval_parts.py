@@ -167,3 +167,21 @@ def test_relative_table_from_results_files(tmp_path) -> None:
     base, pruned = write("none", 0.60, 0.80), write("zoo", 0.57, 0.84)
     assert relative(load_scores(base), load_scores(pruned)) == pytest.approx({"gqa": 95.0, "pope": 105.0})
     assert "| 100.00 |" in table(base, [pruned])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("lmms_eval") is None, reason="lmms-eval is not installed")
+def test_model_built_like_lmms_eval_builds_it(tiny_llava_dir, images) -> None:
+    """lmms-eval passes its own --batch_size/--device beside model_args: no clash, model_args win."""
+    from zooprune.lmms_eval.models.zooprune import ZooPrune, flatten_visuals
+
+    lm = ZooPrune.create_from_arg_string(
+        f"pretrained={tiny_llava_dir},method=zoo,keep=4,batch_size=3,device=cpu",
+        {"batch_size": 1, "max_batch_size": None, "device": None},
+    )
+    assert lm.batch_size == 3 and str(lm.device) == "cpu" and lm.vlm.config.keep == 4
+    assert (lm.rank, lm.world_size) == (0, 1)
+    assert flatten_visuals([images[0], [images[1]], None]) == [images[0], images[1]]
+    with pytest.raises(NotImplementedError, match="images only"):
+        flatten_visuals(["clip.mp4"])
+    with pytest.raises(NotImplementedError):
+        lm.generate_until_multi_round([])
