@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from zooprune.cli import main
-from zooprune.viz.plots import Results, keep_key, read_results, with_prefill_ms
+from zooprune.viz.plots import Results, keep_key, plot_results, read_results, with_prefill_ms, with_time_ms
 
 
 def eval_json(path: Path, estimator: str | None = None) -> Path:
@@ -64,6 +64,19 @@ def test_prefill_times_join_by_method_budget_and_estimator(tmp_path, estimator, 
         ("zoo", "8"): zoo_ms[1],
         ("divprune", "4"): 30.0,
     }
+
+
+def test_time_to_first_token_joins_like_prefill(tmp_path) -> None:
+    bench = json.loads(bench_json(tmp_path / "b.json").read_text())
+    for row in bench["rows"]:
+        row["ms"]["ttft"] = row["ms"]["prefill"] + 5
+    (tmp_path / "b.json").write_text(json.dumps(bench))
+    results = read_results([eval_json(tmp_path / "e.json"), tmp_path / "b.json"])
+    assert {(r["method"], r["keep"]): r["ttft_ms"] for r in with_time_ms(results, "ttft")}[
+        ("zoo", "4")
+    ] == 45.0
+    out = plot_results([], tmp_path / "fig", results=results)
+    assert tmp_path / "fig_accuracy_vs_ttft.svg" in out
 
 
 def test_summaries_with_their_own_prefill_time_need_no_bench() -> None:

@@ -17,6 +17,8 @@ from typing import Any
 from ..methods.estimators import DEFAULT_ESTIMATOR
 
 UNPRUNED = "none"
+#: Bench phases that accuracy is plotted against, and their axis labels.
+TIME_AXES = {"prefill": "prefill time", "ttft": "time to first token"}
 
 
 @dataclass
@@ -68,23 +70,30 @@ def keep_key(method: str, keep: Any) -> tuple[str, str]:
     return method, str(keep)
 
 
-def with_prefill_ms(results: Results) -> list[dict[str, Any]]:
-    """Eval summaries that have a prefill time: their own ``prefill_ms`` or the matching bench row's
-    median ``ms.prefill`` (for zoo methods, the row with the eval run's estimator, if several)."""
+def with_time_ms(results: Results, phase: str = "prefill") -> list[dict[str, Any]]:
+    """Eval summaries that have a ``phase`` time (``prefill`` or ``ttft``), as ``<phase>_ms``: their
+    own or the matching bench row's median ``ms[phase]`` (for zoo methods, the row with the eval
+    run's estimator, if several). Summaries with no such time are left out."""
+    key = f"{phase}_ms"
     bench: dict[tuple[str, str], dict[str, Any]] = {}
     for row in results.bench_rows:
-        key = keep_key(row["method"], row.get("keep"))
-        estimator = row.get("estimator")
-        if key not in bench or estimator in (None, results.estimator):
-            bench[key] = row
+        match = keep_key(row["method"], row.get("keep"))
+        if match not in bench or row.get("estimator") in (None, results.estimator):
+            bench[match] = row
     joined = []
     for summary in results.summaries:
-        ms = summary.get("prefill_ms")
-        if ms is None and keep_key(summary["method"], summary["keep"]) in bench:
-            ms = bench[keep_key(summary["method"], summary["keep"])]["ms"]["prefill"]
+        ms = summary.get(key)
+        row = bench.get(keep_key(summary["method"], summary["keep"]))
+        if ms is None and row is not None:
+            ms = row.get("ms", {}).get(phase)
         if ms is not None:
-            joined.append({**summary, "prefill_ms": float(ms)})
+            joined.append({**summary, key: float(ms)})
     return joined
+
+
+def with_prefill_ms(results: Results) -> list[dict[str, Any]]:
+    """:func:`with_time_ms` for the prefill."""
+    return with_time_ms(results, "prefill")
 
 
 def _figure(title: str) -> tuple[Any, Any]:
@@ -158,7 +167,8 @@ def plot_results(
     """Every figure the files support, named ``<out>_<figure>.png`` / ``.svg``; returns the paths.
 
     * accuracy vs budget (eval results),
-    * accuracy vs prefill time (eval results with a prefill time, e.g. joined with bench results),
+    * accuracy vs prefill time and vs time to first token (eval results with those times, e.g.
+      joined with bench results; TTFT adds vision encoding, scoring and selection to the prefill),
     * accuracy vs prefill GFLOPs (eval results with ``mean_prefill_gflops``),
     * prefill time vs budget (bench results).
     """
@@ -170,12 +180,13 @@ def plot_results(
     written: list[Path] = []
     if results.summaries:
         written += plot_accuracy_vs_budget(results.summaries, f"{base}_accuracy_vs_budget", title=title)
-        timed = with_prefill_ms(results)
-        if timed:
-            written += plot_accuracy_vs(
-                timed, "prefill_ms", "prefill time (ms, median)", f"{base}_accuracy_vs_prefill",
-                title or "accuracy vs. prefill time",
-            )  # fmt: skip
+        for phase, label in TIME_AXES.items():
+            timed = with_time_ms(results, phase)
+            if timed:
+                written += plot_accuracy_vs(
+                    timed, f"{phase}_ms", f"{label} (ms, median)", f"{base}_accuracy_vs_{phase}",
+                    title or f"accuracy vs. {label}",
+                )  # fmt: skip
         flops = [s for s in results.summaries if s.get("mean_prefill_gflops")]
         if flops:
             written += plot_accuracy_vs(
