@@ -9,11 +9,12 @@ import sys
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "plot",
-        help="accuracy vs budget / prefill time / FLOPs from eval and bench results (PNG + SVG)",
+        help="accuracy vs budget / prefill time / TTFT / FLOPs from eval and bench results (PNG + SVG)",
         description=(
             "Read 'zooprune eval' results and/or 'zooprune bench' JSON and draw every figure they "
-            "support: accuracy vs visual-token budget, accuracy vs prefill time (eval joined with "
-            "bench by method and budget), accuracy vs prefill GFLOPs, prefill time vs budget. "
+            "support: accuracy vs visual-token budget, accuracy vs prefill time and vs time to first "
+            "token (eval joined with bench by method and budget), accuracy vs prefill GFLOPs, "
+            "prefill time vs budget. "
             "Each figure is written as OUT_<figure>.png and .svg."
         ),
     )
