@@ -242,3 +242,23 @@ def test_the_image_matters_to_every_tiny_model(family):
         full = model(**prepare(model, inputs, "none", 1.0).model_kwargs()).logits[0, -1]
         cut = model(**prepare(model, inputs, "random", 1).model_kwargs()).logits[0, -1]
     assert (full - cut).abs().max() > 1e-3, name
+
+
+def test_pruned_attach_keep_all_generates_like_stock(family):
+    import copy
+
+    import zooprune
+
+    name, model, processor = family
+    model = copy.deepcopy(model)
+    inputs = inputs_for(
+        processor, [random_image(6, SIZES[0]), random_image(7, SIZES[1])], ["what ?", "how many ?"]
+    )
+    stock = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    with zooprune.pruned(model, method="none") as handle:
+        same = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    assert torch.equal(same, stock), name
+    with zooprune.pruned(model, method="random", keep=0.5) as handle:
+        cut = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    assert cut.shape[0] == 2 and all(r.tokens_after < r.tokens_before for r in handle.reports)
+    assert "generate" not in model.__dict__

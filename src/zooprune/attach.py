@@ -7,6 +7,8 @@ them. No class is patched, so other models in the process are untouched.
 
 from __future__ import annotations
 
+import functools
+import types
 from typing import Any
 
 import torch
@@ -38,10 +40,21 @@ class PruneHandle:
         previous = self.model.__dict__.get(HANDLE_ATTR)
         if previous is not None:
             previous.remove()
-        self.model.generate = self._generate
-        self.model.forward = self._forward
+        self.model.generate = self._bound(self._generate, "generate")
+        self.model.forward = self._bound(self._forward, "forward")
         self.model.__dict__[HANDLE_ATTR] = self
         return self
+
+    def _bound(self, impl: Any, name: str) -> Any:
+        """``impl`` as a method of the model instance that *looks like* the class's own (same
+        signature and docstring), because ``generate`` inspects ``forward``'s parameters."""
+        original = getattr(type(self.model), name)
+
+        def method(_model: nn.Module, *args: Any, **kwargs: Any) -> Any:
+            return impl(*args, **kwargs)
+
+        functools.update_wrapper(method, original)
+        return types.MethodType(method, self.model)
 
     def remove(self) -> None:
         """Restore the model instance exactly (idempotent)."""
