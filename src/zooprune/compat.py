@@ -1,10 +1,10 @@
 """Loading processors when torchvision is absent (CPU-only installs).
 
-In transformers 5.x the Qwen2-VL / Qwen2.5-VL and InternVL processors also build a *video* processor, which
-needs torchvision; without it even image-only use fails. :class:`ImageOnlyQwen2VLProcessor`
-(and the InternVL one) is the same processor with the video part left out: images and text are processed exactly as
-by the stock class (same image processor, same placeholder expansion). Real GPU installs,
-which have torchvision, never reach this fallback.
+In transformers 5.x the Qwen2-VL / Qwen2.5-VL, InternVL and LLaVA-OneVision processors also
+build a *video* processor, which needs torchvision; without it even image-only use fails. The
+``ImageOnly*`` classes are the same processors with the video part left out: images and text
+are processed exactly as by the stock class (same image processor, same placeholder
+expansion). Real GPU installs, which have torchvision, never reach this fallback.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 from transformers import InternVLProcessor, LlavaOnevisionProcessor, Qwen2VLProcessor
 
 
-class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
-    """``Qwen2VLProcessor`` without a video processor (images + text only)."""
+class NoVideo:
+    """Mixin: build the processor with ``video_processor=None`` (images + text only)."""
 
     def __init__(
         self,
@@ -25,7 +25,7 @@ class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
         chat_template: str | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
+        super().__init__(  # type: ignore[call-arg]
             image_processor=image_processor,
             tokenizer=tokenizer,
             video_processor=None,
@@ -34,42 +34,16 @@ class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
         )
 
 
-class ImageOnlyInternVLProcessor(InternVLProcessor):
-    """``InternVLProcessor`` without a video processor (images + text only)."""
-
-    def __init__(
-        self,
-        image_processor: Any = None,
-        tokenizer: Any = None,
-        chat_template: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            image_processor=image_processor,
-            tokenizer=tokenizer,
-            video_processor=None,
-            chat_template=chat_template,
-            **kwargs,
-        )
+class ImageOnlyQwen2VLProcessor(NoVideo, Qwen2VLProcessor):
+    """``Qwen2VLProcessor`` without a video processor."""
 
 
-class ImageOnlyLlavaOnevisionProcessor(LlavaOnevisionProcessor):
-    """``LlavaOnevisionProcessor`` without a video processor (images + text only)."""
+class ImageOnlyInternVLProcessor(NoVideo, InternVLProcessor):
+    """``InternVLProcessor`` without a video processor."""
 
-    def __init__(
-        self,
-        image_processor: Any = None,
-        tokenizer: Any = None,
-        chat_template: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            image_processor=image_processor,
-            tokenizer=tokenizer,
-            video_processor=None,
-            chat_template=chat_template,
-            **kwargs,
-        )
+
+class ImageOnlyLlavaOnevisionProcessor(NoVideo, LlavaOnevisionProcessor):
+    """``LlavaOnevisionProcessor`` without a video processor."""
 
 
 #: model types whose stock processor needs torchvision (its video part) -> image-only stand-in.
