@@ -59,8 +59,14 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_llava(tmp_path_factory.mktemp("tiny-llava"), seed=0)
 
 
-def run_lmms_eval(model_args: str, split_dir: Path, out: Path, env_extra: dict[str, str]) -> dict[str, Any]:
-    """Run lmms-eval's CLI in ``split_dir``; lmms-eval's results JSON, samples and our token report."""
+def run_lmms_eval(
+    model_args: str,
+    split_dir: Path,
+    out: Path,
+    env_extra: dict[str, str],
+    launcher: tuple[str, ...] = (sys.executable,),
+) -> dict[str, Any]:
+    """Run lmms-eval's CLI in ``split_dir``; lmms-eval's results JSON, samples and our token reports."""
     env = {
         **os.environ,
         "HF_HOME": str(out / "hf-home"),
@@ -71,7 +77,7 @@ def run_lmms_eval(model_args: str, split_dir: Path, out: Path, env_extra: dict[s
     }
     report = out / "visual_tokens.json"
     cmd = [
-        sys.executable, "-m", "lmms_eval",
+        *launcher, "-m", "lmms_eval",
         "--model", "zooprune",
         "--model_args", f"{model_args},report={report}",
         "--tasks", ",".join(TASKS),
@@ -94,7 +100,8 @@ def run_lmms_eval(model_args: str, split_dir: Path, out: Path, env_extra: dict[s
             task: [json.loads(line) for line in files[0].read_text().splitlines() if line.strip()]
             for task, files in samples.items()
         },
-        "report": json.loads(report.read_text()),
+        "report": json.loads(report.read_text()) if report.exists() else None,
+        "rank_reports": [json.loads(p.read_text()) for p in sorted(out.glob("visual_tokens.rank*.json"))],
     }
 
 
@@ -170,3 +177,28 @@ def test_per_sample_token_counts_match_the_report(runs: dict[str, dict[str, Any]
         for sample in runs[name]["samples"][TASK]:
             row = rows[(TASK, sample["doc_id"])]
             assert sample["token_counts"][0]["input_tokens"] == row["text_tokens"] + row["visual_after"]
+
+
+def test_two_processes_split_the_documents_and_agree_with_one(
+    runs: dict[str, dict[str, Any]], split_dir: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    """Data parallel as on several GPUs, here 2 CPU processes (torchrun; gloo): same results as one."""
+    launcher = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
+    two = run_lmms_eval(
+        f"pretrained={model_dir},seed=0,device=cpu,dtype=float32,method=zoo,keep={KEEP},estimator=central,batch_size=4",
+        split_dir,
+        tmp_path,
+        {"OMP_NUM_THREADS": "1"},
+        launcher,
+    )
+    one = runs["zoo"]
+    assert len(two["rank_reports"]) == 2
+    docs = [sorted({r["doc_id"] for r in rep["requests"] if r["task"] == TASK}) for rep in two["rank_reports"]]
+    assert sorted(docs[0] + docs[1]) == list(range(NUM_DOCS)) and docs[0] and docs[1]
+    for task, metric in ((TASK, "exact_match,none"), (MC_TASK, "acc,none")):
+        assert two["results"]["n-samples"][task] == {"original": NUM_DOCS, "effective": NUM_DOCS}
+        assert two["results"]["results"][task][metric] == one["results"]["results"][task][metric]
+        for key in ("docs", "total_input_tokens", "total_output_tokens"):
+            assert two["results"]["efficiency"]["by_task"][task][key] == one["results"]["efficiency"]["by_task"][task][key]
+    answers = {s["doc_id"]: s["filtered_resps"] for s in one["samples"][TASK]}
+    assert {s["doc_id"]: s["filtered_resps"] for s in two["samples"][TASK]} == answers
