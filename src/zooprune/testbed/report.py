@@ -84,7 +84,10 @@ def answer_pruned(
 
 
 def evaluate(model_dir: str | Path, n: int, seed: int, keep: float) -> dict[str, dict[str, float]]:
-    """Per-family accuracy for none / random (3 seeds) / norm at ``keep`` / zero tokens."""
+    """Per-family accuracy for none / random (3 seeds) / norm at ``keep`` / zero tokens.
+
+    Also ``none_correct_indices``: the sample indices the unpruned model answers correctly.
+    """
     model, processor = load(model_dir)
     samples = make_samples(seed, n)
     configs = ["none", "random0", "random1", "random2", "norm", "zero"]
@@ -106,12 +109,16 @@ def evaluate(model_dir: str | Path, n: int, seed: int, keep: float) -> dict[str,
                 )
             hits[c].setdefault(s.family, []).append(int(pred == s.answer))
     out: dict[str, dict[str, float]] = {}
+    order = [s.family for s in samples]
+    flat = {f: iter(v) for f, v in hits["none"].items()}
+    correct = [i for i, f in enumerate(order) if next(flat[f])]
     for c, fam in hits.items():
         row = {f: float(np.mean(v)) for f, v in sorted(fam.items())}
         row["overall"] = float(np.mean([x for v in fam.values() for x in v]))
         out[c] = row
     rnd = [out[f"random{j}"] for j in range(3)]
     out["random"] = {k: float(np.mean([r[k] for r in rnd])) for k in rnd[0]}
+    out["none_correct_indices"] = correct  # type: ignore[assignment]
     return out
 
 
