@@ -74,10 +74,14 @@ def chat_text(vlm: PrunedVLM, context: str, num_images: int) -> str:
 
 
 def encode_texts(vlm: PrunedVLM, images: Sequence[Sequence[Image.Image]], texts: Sequence[str]) -> Any:
-    """Processor outputs for already formatted ``texts``; ``images`` per text (all empty = text only)."""
-    flat = [im.convert("RGB") for group in images for im in group]
-    if flat:
-        inputs = vlm.processor(images=flat, text=list(texts), padding=True, return_tensors="pt")
+    """Processor outputs for already formatted ``texts``; ``images`` per text (all empty = text only).
+
+    Images go to the processor grouped per text, as :meth:`PrunedVLM.encode_inputs` passes them
+    (Gemma 3's processor needs the grouping; the others accept it).
+    """
+    nested = [[im.convert("RGB") for im in group] for group in images]
+    if any(nested):
+        inputs = vlm.processor(images=nested, text=list(texts), padding=True, return_tensors="pt")
     else:
         inputs = vlm.processor(text=list(texts), padding=True, return_tensors="pt")
     return inputs.to(vlm.model.device)
