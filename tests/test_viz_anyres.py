@@ -121,3 +121,46 @@ def test_anyres_overlay_shows_base_and_high_res_views(processor) -> None:
 def test_anyres_token_count_must_match(processor) -> None:
     with pytest.raises(ValueError, match="anyres layout gives"):
         token_layout((150, 90), _report(7), processor)
+
+
+@pytest.mark.parametrize(("limit", "size"), [(9, (150, 90)), (1, (150, 90)), (1, (90, 200)), (2, (300, 290))])
+def test_onevision_downsampled_high_res_grid_has_the_packed_token_count(limit, size) -> None:
+    """LLaVA-OneVision resizes high-res grids over ``anyres_max_N`` crops' worth: same region, fewer
+    cells; the layout's token count must equal what the model packs."""
+    from transformers import LlavaOnevisionConfig, SiglipVisionConfig
+    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+        LlavaOnevisionImageProcessorPil,
+    )
+    from transformers.models.llava_onevision.modeling_llava_onevision import LlavaOnevisionModel
+
+    image_processor = LlavaOnevisionImageProcessorPil(
+        size={"height": CROP, "width": CROP}, image_grid_pinpoints=PINPOINTS
+    )
+    processor = SimpleNamespace(
+        image_processor=image_processor,
+        num_image_tokens=SIDE * SIDE,
+        vision_aspect_ratio=f"anyres_max_{limit}",
+    )
+    crops = image_processor(images=Image.new("RGB", size), return_tensors="np")["pixel_values"][0].shape[0]
+    config = LlavaOnevisionConfig(
+        vision_config=SiglipVisionConfig(image_size=CROP, patch_size=PATCH).to_dict(),
+        text_config=LlamaConfig().to_dict(),
+        image_grid_pinpoints=PINPOINTS,
+    )
+    width, height = size
+    packed, _ = LlavaOnevisionModel.pack_image_features(
+        SimpleNamespace(config=config),
+        [torch.zeros(crops, SIDE * SIDE, 2)],
+        torch.tensor([[height, width]]),
+        torch.tensor([1.0, 1.0]),
+        f"anyres_max_{limit}",
+    )
+    views = token_layout(size, _report(packed[0].shape[0]), processor)
+    high = views[1]
+    newlines = int((packed[0][:, 0] == 1.0).sum())
+    assert newlines == high.grid[0]  # one newline per high-res row
+    assert len(high.indices) == high.grid[0] * high.grid[1]
+    # the cells still tile the image, up to the sliver unpadding rounds off (under one cell)
+    cell_w, cell_h = width / high.grid[1], height / high.grid[0]
+    assert high.boxes[:, 0].min() < cell_w and high.boxes[:, 2].max() > width - cell_w
+    assert high.boxes[:, 1].min() < cell_h and high.boxes[:, 3].max() > height - cell_h

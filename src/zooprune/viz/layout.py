@@ -2,11 +2,12 @@
 
 * LLaVA-1.5 style (one crop): a single view, the processor's resize + center crop cut into the
   report's ``rows x cols`` grid (see :mod:`zooprune.viz.geometry`).
-* LLaVA-NeXT anyres (the image processor has ``image_grid_pinpoints``): a ``base`` view (the
+* LLaVA-NeXT / LLaVA-OneVision anyres (the image processor has ``image_grid_pinpoints``): a ``base`` view (the
   whole image squashed to one square crop) and a ``high-res`` view (the image resized into the
   best pinpoint resolution, padded, cut into crops, then unpadded by the model), in the model's
   packed order ``base tokens, then per high-res row: its tokens and one image-newline token``.
-  Newline tokens cover no region and belong to no view.
+  Newline tokens cover no region and belong to no view. OneVision's ``anyres_max_N`` downsampling
+  of large high-res grids is followed (fewer, larger cells over the same region).
 * InternVL dynamic tiling (the image processor has ``crop_to_patches``): a ``tiles`` view (the
   image resized to ``cols x rows`` tiles, read row-major, each tile's pixel-shuffled token grid
   row-major) and a ``thumbnail`` view (the whole image as one more tile, last).
@@ -111,17 +112,49 @@ def unpadded_rows_cols(image_size: tuple[int, int], rows: int, cols: int) -> tup
     return 0, rows, pad, cols - 2 * pad
 
 
+def _anyres_crop_and_side(processor: Any) -> tuple[int, int]:
+    """Crop size (pixels) and tokens per crop side of an anyres processor (LLaVA-NeXT gives
+    ``patch_size``, LLaVA-OneVision ``num_image_tokens`` per crop)."""
+    image_processor = image_processor_of(processor)
+    crop_size, size = getattr(image_processor, "crop_size", None), image_processor.size
+    for source, key in ((crop_size, "height"), (size, "height"), (size, "shortest_edge")):
+        value = (
+            None
+            if source is None
+            else (source.get(key) if isinstance(source, dict) else getattr(source, key, None))
+        )
+        if value:
+            crop = int(value)
+            break
+    else:
+        raise ValueError(f"cannot tell the anyres crop size from {size!r}")
+    patch = getattr(processor, "patch_size", None)
+    if patch:
+        return crop, crop // int(patch)
+    per_crop = getattr(processor, "num_image_tokens", None)
+    if per_crop and math.isqrt(int(per_crop)) ** 2 == int(per_crop):
+        return crop, math.isqrt(int(per_crop))
+    raise ValueError(
+        "the processor gives neither patch_size nor num_image_tokens: cannot lay out anyres tokens"
+    )
+
+
+def anyres_max(processor: Any) -> int | None:
+    """N of LLaVA-OneVision's ``vision_aspect_ratio="anyres_max_N"`` (high-res grids with more than
+    about N crops' worth of tokens are bilinearly downsampled), else None."""
+    text = getattr(processor, "vision_aspect_ratio", None)
+    if isinstance(text, str) and text.startswith("anyres_max_"):
+        return int(text[len("anyres_max_") :])
+    return None
+
+
 def anyres_layout(image_size: tuple[int, int], processor: Any, tokens_before: int) -> list[View]:
-    """Base and high-res views of a LLaVA-NeXT image (see the module docstring)."""
+    """Base and high-res views of a LLaVA-NeXT / LLaVA-OneVision image (see the module docstring)."""
     from transformers.image_processing_utils import select_best_resolution
 
     image_processor = image_processor_of(processor)
     width, height = image_size
-    crop = _edge(image_processor.crop_size, "height")
-    patch = getattr(processor, "patch_size", None)
-    if not patch:
-        raise ValueError("the processor has no patch_size: cannot lay out anyres tokens")
-    side = crop // int(patch)
+    crop, side = _anyres_crop_and_side(processor)
     best_h, best_w = select_best_resolution((height, width), image_processor.image_grid_pinpoints)
     # the image is resized to fit best_w x best_h (aspect kept, ceil) and pasted in the middle
     scale_w, scale_h = best_w / width, best_h / height
@@ -133,9 +166,13 @@ def anyres_layout(image_size: tuple[int, int], processor: Any, tokens_before: in
     rows, cols = (best_h // crop) * side, (best_w // crop) * side
     row0, n_rows, col0, n_cols = unpadded_rows_cols(image_size, rows, cols)
     cell = crop / side  # canvas pixels per token
-    high = grid_boxes(
-        col0 * cell, row0 * cell, (col0 + n_cols) * cell, (row0 + n_rows) * cell, n_rows, n_cols
-    )
+    region = (col0 * cell, row0 * cell, (col0 + n_cols) * cell, (row0 + n_rows) * cell)
+    limit = anyres_max(processor)
+    if limit is not None:  # OneVision: the unpadded grid is resized over the same region
+        ratio = math.sqrt(n_rows * n_cols / (limit * side * side))
+        if ratio > 1.1:
+            n_rows, n_cols = int(n_rows // ratio), int(n_cols // ratio)
+    high = grid_boxes(*region, n_rows, n_cols)
     high[:, [0, 2]] = (high[:, [0, 2]] - paste_x) * (width / new_w)
     high[:, [1, 3]] = (high[:, [1, 3]] - paste_y) * (height / new_h)
     expected = side * side + n_rows * (n_cols + 1)
