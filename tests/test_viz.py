@@ -12,6 +12,7 @@ from PIL import Image
 
 import zooprune
 from zooprune.cli import main
+from zooprune.cli.common import DEFAULT_MODEL
 from zooprune.report import PruneReport
 from zooprune.viz import crop_geometry, heatmap, kept_mask, overlay, run_methods, sensitivity_report
 from zooprune.viz.figure import comparison_figure, save_figure
@@ -189,3 +190,32 @@ def test_imports_stay_light() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL.is_dir(), reason="the embedded testbed model is not in this checkout")
+def test_embedded_model_figure_and_overlays(tmp_path, capsys) -> None:
+    """The default model (no --model): 224 px, 14 x 14 tokens; overlays follow kept_indices exactly."""
+    from zooprune.eval.data import generated_items
+
+    item = generated_items(7, 5)[4]  # "what number is on the white tile?"
+    image_path = tmp_path / "scene.png"
+    item.image.save(image_path)
+    out = tmp_path / "fig.png"
+    argv = ["viz", "--image", str(image_path), "--prompt", item.question, "--methods", "zoo,divprune"]
+    assert main([*argv, "--keep", "24", "--max-new-tokens", "2", "--dpi", "40", "--out", str(out)]) == 0
+    assert "kept 24/196 tokens" in capsys.readouterr().out
+    with Image.open(out) as png:  # input, zoo, divprune, heatmap: one row of four square panels
+        assert png.size == (round(4 * 3.2 * 40), round(4.2 * 40))
+    vlm = zooprune.load(DEFAULT_MODEL, keep=24)
+    [run] = run_methods(vlm, item.image, item.question, ["zoo"], 24, max_new_tokens=2)
+    assert run.report.grid == (14, 14)
+    got = np.asarray(overlay(item.image, run.report, vlm.processor)).astype(np.float64)
+    src = np.asarray(item.image.convert("RGB")).astype(np.float64)
+    kept = set(run.report.kept_indices.tolist())
+    for token, (x0, y0, x1, y1) in enumerate(
+        crop_geometry(item.image.size, vlm.processor.image_processor).token_pixel_boxes((14, 14))
+    ):
+        assert (x1 - x0, y1 - y0) == (16, 16)  # 224 px image, 16 px patches: no resize, no crop
+        assert np.array_equal(
+            got[y0:y1, x0:x1], np.rint(src[y0:y1, x0:x1] * (1.0 if token in kept else 0.25))
+        )
