@@ -9,6 +9,7 @@ models with real widths (see :mod:`.synthetic`).
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -87,6 +88,7 @@ def run_bench(
     say = log or (lambda _msg: None)
     used_threads = set_threads(threads)
     estimators = list(estimators or dict.fromkeys(["central", DEFAULT_ESTIMATOR]))
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     start = time.perf_counter()
     vlm, shape, source = build_vlm(model, synthetic_shape, dtype, seed, device)
     say(f"built {source} in {time.perf_counter() - start:.1f} s; {used_threads} threads, {dtype}")
@@ -111,6 +113,7 @@ def run_bench(
         "threads": used_threads,
         "cpu": platform.processor() or platform.machine(),
         "torch": torch.__version__,
+        "loadavg_1min": [load_start, os.getloadavg()[0] if hasattr(os, "getloadavg") else None],
         "repeats": repeats,
         "warmup": warmup,
         "new_tokens": new_tokens,
