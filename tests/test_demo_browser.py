@@ -13,11 +13,14 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from zooprune.cli.common import DEFAULT_MODEL
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 MISSING = [name for name in ("gradio", "playwright") if importlib.util.find_spec(name) is None]
@@ -60,23 +63,12 @@ def wait_until_serving(url: str, proc: subprocess.Popen, log: Path) -> None:
     raise RuntimeError(f"demo did not answer on {url} within {START_TIMEOUT_S} s:\n{log.read_text()}")
 
 
-@pytest.fixture(scope="module")
-def demo_url(tiny_llava_dir: Path, tmp_path_factory) -> Iterator[str]:
-    """``zooprune demo --model <tiny checkpoint>`` in a subprocess on a free localhost port."""
+@contextmanager
+def serve_demo(options: list[str], log: Path) -> Iterator[str]:
+    """``zooprune demo OPTIONS`` in a subprocess on a free localhost port; yields its URL."""
     port = free_port()
-    log = tmp_path_factory.mktemp("demo") / "demo.log"
     command = [sys.executable, "-c", "from zooprune.cli import main; raise SystemExit(main())"]
-    command += [
-        "demo",
-        "--model",
-        str(tiny_llava_dir),
-        "--port",
-        str(port),
-        "--keep",
-        "5",
-        "--max-new-tokens",
-        "3",
-    ]
+    command += ["demo", "--port", str(port), *options]
     with open(log, "w") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -92,18 +84,34 @@ def demo_url(tiny_llava_dir: Path, tmp_path_factory) -> Iterator[str]:
             proc.wait()
 
 
-@pytest.fixture
-def page(demo_url: str) -> Iterator:
+@contextmanager
+def browser_page(url: str) -> Iterator:
+    """A headless Debian-chromium page (Playwright, no browser download) opened at ``url``."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(demo_url, wait_until="networkidle")
+            page.goto(url, wait_until="networkidle")
             yield page
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="module")
+def demo_url(tiny_llava_dir: Path, tmp_path_factory) -> Iterator[str]:
+    """``zooprune demo --model <tiny checkpoint>``."""
+    log = tmp_path_factory.mktemp("demo") / "demo.log"
+    options = ["--model", str(tiny_llava_dir), "--keep", "5", "--max-new-tokens", "3"]
+    with serve_demo(options, log) as url:
+        yield url
+
+
+@pytest.fixture
+def page(demo_url: str) -> Iterator:
+    with browser_page(demo_url) as page:
+        yield page
 
 
 def test_upload_ask_and_see_answers_and_overlays(page, tmp_path: Path) -> None:
@@ -152,3 +160,23 @@ def test_asking_without_an_image_shows_an_error(page) -> None:
     page.locator("#run").click()
     page.get_by_text("upload an image first").first.wait_for(timeout=30_000)
     assert page.locator("#results table").count() == 0
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL.is_dir(), reason="the embedded testbed model is not in this checkout")
+def test_demo_starts_on_the_embedded_model_without_arguments(tmp_path: Path) -> None:
+    from zooprune.eval.data import generated_items
+
+    item = generated_items(7, 5)[4]  # "what number is on the white tile?" -> 6
+    item.image.save(tmp_path / "scene.png")
+    with serve_demo([], tmp_path / "demo.log") as url, browser_page(url) as page:
+        assert "testbed-llava" in page.locator("body").inner_text()
+        page.locator("#image input[type=file]").set_input_files(str(tmp_path / "scene.png"))
+        page.locator("#question textarea").fill(item.question)
+        for name in ("divprune", "visionzip"):
+            page.locator("#methods").get_by_label(name, exact=True).uncheck()
+        page.locator("#run").click()
+        page.locator("#results table").wait_for(timeout=ANSWER_TIMEOUT_MS)
+        cells = page.locator("#results tbody tr").first.locator("td").all_inner_texts()
+        assert cells[0] == "zoo" and cells[2] == "64 / 196"  # default budget 64 of 14 x 14 tokens
+        assert cells[1].strip()  # an answer (which one depends on the trained weights)
+        assert page.locator("#overlays img").count() == 2  # zoo overlay + sensitivity heatmap
