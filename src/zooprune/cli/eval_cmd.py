@@ -34,7 +34,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--keep", default=DEFAULT_KEEPS, help=f"comma-separated budgets (default: {DEFAULT_KEEPS})"
     )
-    parser.add_argument("--num-samples", type=int, default=300, help="questions to evaluate (default: 300)")
+    parser.add_argument(
+        "--num-samples",
+        type=int,
+        default=60,
+        help="questions to evaluate (default: 60, sized for the 10-minute main job; use more for tables)",
+    )
     parser.add_argument(
         "--data", default=None, help="JSONL dataset instead of the generated testbed questions"
     )
