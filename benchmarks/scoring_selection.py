@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from zooprune.methods.zoo import select, sensitivity
+from zooprune.methods.estimators import estimate_sensitivity
+from zooprune.methods.zoo import select
 
 CASES = [(576, 64), (2880, 320)]
 
@@ -27,8 +28,9 @@ def llava_projector(d_v: int = 1024, d_l: int = 4096) -> nn.Module:
     return nn.Sequential(nn.Linear(d_v, d_l), nn.GELU(), nn.Linear(d_l, d_l)).eval()
 
 
-def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
+def median_ms(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -38,9 +40,13 @@ def median_ms(fn, repeats: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--num-directions", type=int, nargs="+", default=[64, 8])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--num-directions", type=int, nargs="+", default=[64, 8], help="m for central / jvp")
+    parser.add_argument("--estimators", nargs="+", default=["central", "closed-form"])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "scoring_selection.json"))
     args = parser.parse_args()
@@ -53,13 +59,28 @@ def main() -> None:
             z = proj(x)
         scores = torch.rand(n)
         select_ms = median_ms(lambda z=z, s=scores, k=k: select(z, s, k), max(args.repeats, 5))
-        for m in args.num_directions:
-            score_ms = median_ms(
-                lambda x=x, m=m: sensitivity(x, proj, num_directions=m, generator=torch.Generator().manual_seed(0)),
-                args.repeats,
-            )
-            rows.append({"N": n, "k": k, "num_directions": m, "score_ms": round(score_ms, 1), "select_ms": round(select_ms, 2)})
-            print(f"N={n:5d} k={k:4d} m={m:3d}  score {score_ms:10.1f} ms   select {select_ms:8.2f} ms", flush=True)
+        for est in args.estimators:
+            for m in args.num_directions if est != "closed-form" else [0]:
+
+                def score(x=x, m=m, est=est) -> None:
+                    g = torch.Generator().manual_seed(0)
+                    estimate_sensitivity(x, proj, est, num_directions=max(m, 1), generator=g)
+
+                score_ms = median_ms(score, args.repeats, args.warmup)
+                rows.append(
+                    {
+                        "N": n,
+                        "k": k,
+                        "estimator": est,
+                        "num_directions": m or None,
+                        "score_ms": round(score_ms, 1),
+                        "select_ms": round(select_ms, 2),
+                    }
+                )
+                print(
+                    f"N={n:5d} k={k:4d} {est:>11s} m={m:3d}  score {score_ms:10.1f} ms   select {select_ms:8.2f} ms",
+                    flush=True,
+                )
     meta = {
         "torch": torch.__version__,
         "threads": args.threads,
