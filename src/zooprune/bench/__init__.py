@@ -27,7 +27,7 @@ from .runner import (
     bench_image,
     bench_prompt,
     make_cases,
-    run_case,
+    run_cases,
     set_threads,
     text_tokens,
     time_kernel_build,
@@ -100,9 +100,7 @@ def run_bench(
     if "closed-form" in estimators and any(c.method in ESTIMATOR_METHODS for c in cases):
         kernel_ms = time_kernel_build(vlm)
         say(f"closed-form K built once in {kernel_ms:.0f} ms")
-    results = []
-    for case in cases:
-        results.append(run_case(vlm, case, image, prompt, new_tokens, repeats, warmup, on_sample=say))
+    results = run_cases(vlm, cases, image, prompt, new_tokens, repeats, warmup, on_sample=say)
     element = torch.finfo(dtype).bits // 8
     rows = build_rows(results, shape, prompt_len, new_tokens, element)
     meta = {
@@ -121,7 +119,7 @@ def run_bench(
         "visual_tokens": visual,
         "closed_form_kernel_build_ms": None if kernel_ms is None else round(kernel_ms, 1),
         "notes": [
-            "ms: medians over repeats after warm-up; ttft = e2e - decode (processor, vision encode, "
+            "ms: medians over repeats after warm-up, cases interleaved round by round; ttft = e2e - decode (processor, vision encode, "
             "scoring, selection, splice and LM prefill); prefill = model.generate start to first logits",
             "flops: FastV/DivPrune formula L*(4nd^2 + 2n^2 d + 2ndm) at the built depth; "
             "llama_macs_bound uses the exact Llama count (gated FFN 3ndm, GQA)",

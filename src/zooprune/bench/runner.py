@@ -1,8 +1,8 @@
 """Measure the unpruned model and each method x budget side by side through :class:`PrunedVLM`.
 
-One *case* is a method at a budget (with a sensitivity estimator for the zoo methods). Each
+One *case* is a method at a budget (with a sensitivity estimator for the zoo methods). Every
 case runs ``warmup`` untimed generations, then ``repeats`` timed ones on the same image and
-prompt; every phase is reported as the median over repeats. Phases come from the pipeline's own
+prompt, in interleaved rounds; every phase is reported as the median over repeats. Phases come from the pipeline's own
 reports (``PrunedVLM.generate``): ``encode`` (vision tower + projector), ``score`` / ``select``
 (the method), ``prefill`` (``model.generate`` start to first logits: time to first token of the
 language model) and ``decode``; ``e2e`` is the wall clock of ``PrunedVLM.prepare`` (processor,
@@ -117,47 +117,60 @@ def time_kernel_build(vlm: PrunedVLM) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
-def run_case(
+def run_once(
+    vlm: PrunedVLM, case: Case, image: Image.Image, prompt: str, new_tokens: int, result: CaseResult
+) -> float:
+    """One generation of ``case``; its phases are appended to ``result``. Returns e2e ms."""
+    vlm.configure(method=case.method, keep=case.keep, **case.options())
+    gen = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False}
+    layer = prune_layer(vlm, case)
+    with PeakRSS() as mem:
+        start = time.perf_counter()
+        prepared = vlm.prepare([image], [prompt])
+        generate_pruned(vlm.model, prepared, **gen)
+        e2e = (time.perf_counter() - start) * 1e3
+    lm_ms = None if layer else time_lm_prefill(vlm, prepared)
+    t, report = prepared.timings, prepared.reports[0]
+    row = {phase: float(t.get(phase, 0.0)) for phase in ("encode", "prefill", "decode")}
+    # the method's own phases (in-LLM methods select inside the prefill: counted in both)
+    row.update({phase: float(report.timings.get(phase, 0.0)) for phase in ("score", "select")})
+    row["e2e"] = e2e
+    row["ttft"] = e2e - row["decode"]
+    row["decode_per_token"] = row["decode"] / max(1, new_tokens - 1)
+    if lm_ms is not None:
+        row["lm_prefill"] = lm_ms
+    for key, value in row.items():
+        result.samples.setdefault(key, []).append(value)
+    result.peak_rss.append(mem.peak_delta)
+    result.visual_tokens, result.kept_tokens = report.tokens_before, report.tokens_after
+    result.prune_layer = layer
+    return e2e
+
+
+def run_cases(
     vlm: PrunedVLM,
-    case: Case,
+    cases: list[Case],
     image: Image.Image,
     prompt: str,
     new_tokens: int,
     repeats: int,
     warmup: int,
     on_sample: Callable[[str], None] | None = None,
-) -> CaseResult:
-    """Time ``case``: ``warmup`` untimed, then ``repeats`` timed generations of ``new_tokens`` tokens."""
-    vlm.configure(method=case.method, keep=case.keep, **case.options())
-    result = CaseResult(case)
-    gen = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False}
-    in_llm = prune_layer(vlm, case) > 0
-    for i in range(warmup + repeats):
-        with PeakRSS() as mem:
-            start = time.perf_counter()
-            prepared = vlm.prepare([image], [prompt])
-            generate_pruned(vlm.model, prepared, **gen)
-            e2e = (time.perf_counter() - start) * 1e3
-        lm_ms = None if in_llm else time_lm_prefill(vlm, prepared)
-        if i < warmup:
-            continue
-        t, report = prepared.timings, prepared.reports[0]
-        row = {phase: float(t.get(phase, 0.0)) for phase in ("encode", "prefill", "decode")}
-        # the method's own phases (in-LLM methods select inside the prefill: counted in both)
-        row.update({phase: float(report.timings.get(phase, 0.0)) for phase in ("score", "select")})
-        row["e2e"] = e2e
-        row["ttft"] = e2e - row["decode"]
-        row["decode_per_token"] = row["decode"] / max(1, new_tokens - 1)
-        if lm_ms is not None:
-            row["lm_prefill"] = lm_ms
-        for key, value in row.items():
-            result.samples.setdefault(key, []).append(value)
-        result.peak_rss.append(mem.peak_delta)
-        result.visual_tokens, result.kept_tokens = report.tokens_before, report.tokens_after
-        result.prune_layer = prune_layer(vlm, case)
-        if on_sample is not None:
-            on_sample(f"{case.label}: run {i - warmup + 1}/{repeats} e2e {e2e:.0f} ms")
-    return result
+) -> list[CaseResult]:
+    """Time every case: ``warmup`` untimed rounds, then ``repeats`` timed rounds.
+
+    Rounds are interleaved (each round runs every case once), so a slow drift of the machine
+    (other processes, clocks) hits the unpruned baseline and the pruned cases alike.
+    """
+    results = [CaseResult(case) for case in cases]
+    for r in range(warmup + repeats):
+        for result in results:
+            sink = CaseResult(result.case) if r < warmup else result
+            e2e = run_once(vlm, result.case, image, prompt, new_tokens, sink)
+            if on_sample is not None:
+                tag = "warm-up" if r < warmup else f"run {r - warmup + 1}/{repeats}"
+                on_sample(f"{result.case.label}: {tag} e2e {e2e:.0f} ms")
+    return results
 
 
 @torch.no_grad()
