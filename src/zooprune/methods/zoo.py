@@ -139,8 +139,9 @@ def select(projected: Tensor, scores: Tensor, k: int) -> Tensor:
 
     First pick = argmax of the normalised scores; then repeatedly the unpicked token maximising
     ``S^(i) * min_{j picked} (1 - cos(Z_i, Z_j))``. The minimum is kept as a running minimum
-    updated with the newest pick only (identical picks to recomputing it, O(k N) after the
-    O(N^2 d) distances). Ties go to the lowest index.
+    updated with the newest pick only (identical picks to recomputing it), and only the k
+    distance rows of the picks are computed: O(k N d), not the O(N^2 d) full matrix (for 320 of
+    2880 tokens, 9x fewer multiply-adds). Ties go to the lowest index.
 
     Args:
         projected: ``(N, d)`` or ``(B, N, d)`` projected tokens Z.
@@ -163,7 +164,7 @@ def select(projected: Tensor, scores: Tensor, k: int) -> Tensor:
         idx = torch.arange(n, device=z.device).expand(bsz, n)
         return idx if batched else idx[0]
     weight = normalize_scores(s.float())  # (B, N)
-    dist = cosine_distance(z)  # (B, N, N)
+    unit = F.normalize(z.float(), dim=-1)  # (B, N, d)
     rows = torch.arange(bsz, device=z.device)
     picked = torch.zeros(bsz, n, dtype=torch.bool, device=z.device)
     chosen = torch.empty(bsz, k, dtype=torch.long, device=z.device)
@@ -172,7 +173,8 @@ def select(projected: Tensor, scores: Tensor, k: int) -> Tensor:
     for t in range(k):
         chosen[:, t] = nxt
         picked[rows, nxt] = True
-        min_dist = torch.minimum(min_dist, dist[rows, nxt])  # running min over picked, (B, N)
+        dist = 1.0 - (unit @ unit[rows, nxt].unsqueeze(-1)).squeeze(-1)  # (B, N) distance to the pick
+        min_dist = torch.minimum(min_dist, dist)  # running min over picked
         if t + 1 < k:
             gain = (weight * min_dist).masked_fill(picked, float("-inf"))
             nxt = gain.argmax(dim=-1)
