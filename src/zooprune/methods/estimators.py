@@ -48,29 +48,9 @@ Projector = Callable[[Tensor], Tensor]
 # ---------------------------------------------------------------------------------------------
 # central: the paper's estimator
 # ---------------------------------------------------------------------------------------------
-def central_sensitivity(
-    features: Tensor,
-    projector: Projector,
-    *,
-    num_directions: int = 64,
-    step: float = 0.01,
-    generator: torch.Generator | None = None,
-    directions: Tensor | None = None,
-    chunk_size: int | None = None,
-) -> Tensor:
-    """Central finite difference over m random directions (paper Eq. 3); see :func:`zoo.sensitivity`.
-
-    ``features`` ``(N, d_v)`` / ``(B, N, d_v)`` -> ``(N,)`` / ``(B, N)``.
-    """
-    return sensitivity(
-        features,
-        projector,
-        num_directions=num_directions,
-        step=step,
-        generator=generator,
-        directions=directions,
-        chunk_size=chunk_size,
-    )
+#: The paper's central finite difference over m random directions (Eq. 3): exactly
+#: :func:`zoo.sensitivity`, ``(N, d_v)`` / ``(B, N, d_v)`` -> ``(N,)`` / ``(B, N)``.
+central_sensitivity = sensitivity
 
 
 # ---------------------------------------------------------------------------------------------
