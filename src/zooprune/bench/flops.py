@@ -11,6 +11,7 @@ Llama decoder layer for comparison. Speed-up bounds are ratios, so the unit canc
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,19 @@ class LMShape:
     @property
     def head_dim(self) -> int:
         return self.hidden // self.heads
+
+
+def lm_shape(config: Any) -> LMShape:
+    """Language-model widths of a HF config (a VLM's ``text_config``, or a text model's own config)."""
+    text = getattr(config, "text_config", config)
+    return LMShape(
+        hidden=text.hidden_size,
+        intermediate=text.intermediate_size,
+        layers=text.num_hidden_layers,
+        heads=text.num_attention_heads,
+        kv_heads=getattr(text, "num_key_value_heads", None) or text.num_attention_heads,
+        vocab=text.vocab_size,
+    )
 
 
 def prefill_flops(n: int, shape: LMShape, layers: int | None = None) -> float:

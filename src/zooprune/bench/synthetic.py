@@ -14,40 +14,18 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import torch
-from transformers import (
-    CLIPVisionConfig,
-    LlamaConfig,
-    LlavaConfig,
-    LlavaForConditionalGeneration,
-    LlavaProcessor,
-)
-from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
-from ..testing.tiny import CHAT_TEMPLATE, word_tokenizer
-from .flops import LMShape
+from ..testing.llava import LlavaShape, build_llava, llava_config
+from ..testing.tiny import llava_processor, word_tokenizer
+from .flops import LMShape, lm_shape
 
 
 @dataclass(frozen=True)
-class Shape:
-    """Widths and depths of a LLaVA-1.5-style model (vision tower, projector, language model)."""
+class Shape(LlavaShape):
+    """:class:`~zooprune.testing.llava.LlavaShape` (default: LLaVA-1.5-7B) and the real depth."""
 
-    image_size: int = 336
-    patch_size: int = 14
-    vision_hidden: int = 1024
-    vision_intermediate: int = 4096
-    vision_layers: int = 24
-    vision_heads: int = 16
-    hidden: int = 4096
-    intermediate: int = 11008
-    layers: int = 32
-    heads: int = 32
-    kv_heads: int = 32
-    vocab: int = 32000
     full_layers: int = 32  # depth of the real model, for extrapolation when ``layers`` is reduced
-
-    @property
-    def num_visual_tokens(self) -> int:
-        return (self.image_size // self.patch_size) ** 2
 
     def lm(self, layers: int | None = None) -> LMShape:
         """The language model's widths (``layers`` defaults to the built depth)."""
@@ -114,60 +92,14 @@ def synthetic_llava(
         raise ValueError(
             f"vocab={shape.vocab} is smaller than the offline tokenizer ({len(tokenizer)} tokens)"
         )
-    vision = CLIPVisionConfig(
-        hidden_size=shape.vision_hidden,
-        intermediate_size=shape.vision_intermediate,
-        num_hidden_layers=shape.vision_layers,
-        num_attention_heads=shape.vision_heads,
-        image_size=shape.image_size,
-        patch_size=shape.patch_size,
-        projection_dim=768,
-        hidden_act="quick_gelu",
-    )
-    text = LlamaConfig(
-        vocab_size=shape.vocab,
-        hidden_size=shape.hidden,
-        intermediate_size=shape.intermediate,
-        num_hidden_layers=shape.layers,
-        num_attention_heads=shape.heads,
-        num_key_value_heads=shape.kv_heads,
-        max_position_embeddings=4096,
-        tie_word_embeddings=False,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-        projector_hidden_act="gelu",
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config).to(dtype).eval()
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": shape.image_size},
-        crop_size={"height": shape.image_size, "width": shape.image_size},
-    )
-    processor = LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=shape.patch_size,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        chat_template=CHAT_TEMPLATE,
-    )
-    return model, processor
+    config = llava_config(shape, tokenizer, max_positions=4096, projection_dim=768)
+    model = build_llava(config, tokenizer, seed).to(dtype).eval()
+    return model, llava_processor(tokenizer, shape.image_size, shape.patch_size)
 
 
 def shape_of_model(model: Any) -> Shape:
     """The :class:`Shape` of a loaded LLaVA model (for FLOPs and KV-cache sizes of ``--model``)."""
-    text, vision = model.config.text_config, model.config.vision_config
+    vision, lm = model.config.vision_config, lm_shape(model.config)
     return Shape(
         image_size=vision.image_size,
         patch_size=vision.patch_size,
@@ -175,13 +107,8 @@ def shape_of_model(model: Any) -> Shape:
         vision_intermediate=vision.intermediate_size,
         vision_layers=vision.num_hidden_layers,
         vision_heads=vision.num_attention_heads,
-        hidden=text.hidden_size,
-        intermediate=text.intermediate_size,
-        layers=text.num_hidden_layers,
-        heads=text.num_attention_heads,
-        kv_heads=getattr(text, "num_key_value_heads", None) or text.num_attention_heads,
-        vocab=text.vocab_size,
-        full_layers=text.num_hidden_layers,
+        **asdict(lm),
+        full_layers=lm.layers,
     )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..bench.flops import LMShape, prefill_flops
+from ..bench.flops import LMShape, lm_shape, prefill_flops
 from ..config import Keep
 from ..report import PruneReport
 from ..vlm import PrunedVLM
@@ -100,19 +100,6 @@ def evaluate(
     bar.close()
     add_relative(summaries)
     return summaries
-
-
-def lm_shape(config: Any) -> LMShape:
-    """Language-model widths of a VLM config (for the prefill FLOPs formula)."""
-    text = getattr(config, "text_config", config)
-    return LMShape(
-        hidden=text.hidden_size,
-        intermediate=text.intermediate_size,
-        layers=text.num_hidden_layers,
-        heads=text.num_attention_heads,
-        kv_heads=getattr(text, "num_key_value_heads", None) or text.num_attention_heads,
-        vocab=text.vocab_size,
-    )
 
 
 def report_prefill_flops(report: PruneReport, shape: LMShape) -> float:

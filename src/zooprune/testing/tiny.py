@@ -13,18 +13,18 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
-    CLIPVisionConfig,
-    LlamaConfig,
-    LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaNextConfig,
     LlavaNextForConditionalGeneration,
     LlavaNextProcessor,
     LlavaProcessor,
     PreTrainedTokenizerFast,
+    SiglipVisionConfig,
 )
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+
+from .llava import LlavaShape, build_llava, llava_config, text_config, vision_config
 
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<s>", "</s>", "<image>"]
 WORDS = (
@@ -80,30 +80,35 @@ def sharpen_attention(model: torch.nn.Module, factor: float = 4.0) -> None:
                 module.weight.mul_(factor)
 
 
-def tiny_vision(image_size: int, patch_size: int) -> CLIPVisionConfig:
-    return CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
+def tiny_shape(
+    tokenizer: PreTrainedTokenizerFast, image_size: int = 32, patch_size: int = 8, hidden: int = 64
+) -> LlavaShape:
+    """Tiny widths: a 3-layer CLIP (32 wide) and a 3-layer Llama (``hidden`` wide, GQA 4 / 2 heads)."""
+    return LlavaShape(
         image_size=image_size,
         patch_size=patch_size,
+        vision_hidden=32,
+        vision_intermediate=64,
+        vision_layers=3,
+        vision_heads=4,
+        hidden=hidden,
+        intermediate=2 * hidden,
+        layers=3,
+        heads=4,
+        kv_heads=2,
+        vocab=len(tokenizer),
     )
 
 
-def tiny_text(tokenizer: PreTrainedTokenizerFast, hidden: int = 64) -> LlamaConfig:
-    return LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=3,
+def tiny_siglip(layers: int) -> SiglipVisionConfig:
+    """A tiny SigLIP tower (56 px, patch 14 -> 16 patches, 32 wide) with ``layers`` layers."""
+    return SiglipVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
         num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=False,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        image_size=56,
+        patch_size=14,
     )
 
 
@@ -116,25 +121,12 @@ def finish(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast) -> torch.
     return model
 
 
-def tiny_llava(
-    seed: int = 0, image_size: int = 32, patch_size: int = 8, hidden: int = 64
-) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
-    """A random ``LlavaForConditionalGeneration`` ((image_size/patch_size)^2 visual tokens) and its processor."""
-    tokenizer = word_tokenizer()
-    config = LlavaConfig(
-        vision_config=tiny_vision(image_size, patch_size),
-        text_config=tiny_text(tokenizer, hidden),
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(seed)
-    model = finish(LlavaForConditionalGeneration(config), tokenizer)
+def llava_processor(tokenizer: PreTrainedTokenizerFast, image_size: int, patch_size: int) -> LlavaProcessor:
+    """A LLaVA processor: CLIP resize + center crop to ``image_size``, one ``<image>`` per patch."""
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     )
-    processor = LlavaProcessor(
+    return LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
         patch_size=patch_size,
@@ -142,7 +134,16 @@ def tiny_llava(
         num_additional_image_tokens=1,
         chat_template=CHAT_TEMPLATE,
     )
-    return model, processor
+
+
+def tiny_llava(
+    seed: int = 0, image_size: int = 32, patch_size: int = 8, hidden: int = 64
+) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+    """A random ``LlavaForConditionalGeneration`` ((image_size/patch_size)^2 visual tokens) and its processor."""
+    tokenizer = word_tokenizer()
+    config = llava_config(tiny_shape(tokenizer, image_size, patch_size, hidden), tokenizer)
+    model = finish(build_llava(config, tokenizer, seed), tokenizer)
+    return model, llava_processor(tokenizer, image_size, patch_size)
 
 
 #: anyres resolutions of the tiny LLaVA-NeXT (56 px crops of 4 x 4 tokens each).
@@ -152,9 +153,10 @@ NEXT_PINPOINTS = [[56, 112], [112, 56], [112, 112], [112, 168], [168, 112]]
 def tiny_llava_next(seed: int = 0) -> tuple[LlavaNextForConditionalGeneration, LlavaNextProcessor]:
     """A random ``LlavaNextForConditionalGeneration`` (anyres: base + crops of 56 px, 16 tokens each)."""
     tokenizer = word_tokenizer()
+    shape = tiny_shape(tokenizer, 56, 14)
     config = LlavaNextConfig(
-        vision_config=tiny_vision(56, 14),
-        text_config=tiny_text(tokenizer),
+        vision_config=vision_config(shape),
+        text_config=text_config(shape, tokenizer),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         image_grid_pinpoints=NEXT_PINPOINTS,
         vision_feature_layer=-2,
@@ -281,7 +283,7 @@ def tiny_internvl(seed: int = 0) -> tuple[torch.nn.Module, object]:
     }
     config = InternVLConfig(
         vision_config=vision,
-        text_config=tiny_text(tokenizer).to_dict(),
+        text_config=text_config(tiny_shape(tokenizer), tokenizer).to_dict(),
         image_token_id=tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"),
         image_seq_length=16,
         tie_word_embeddings=False,
@@ -302,7 +304,7 @@ def tiny_internvl(seed: int = 0) -> tuple[torch.nn.Module, object]:
 
 def tiny_llava_onevision(seed: int = 0) -> tuple[torch.nn.Module, object]:
     """A random LLaVA-OneVision (SigLIP 56 px crops of 16 tokens, strategy "full", anyres_max_9)."""
-    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, SiglipVisionConfig
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
     from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
         LlavaOnevisionImageProcessorPil,
     )
@@ -310,17 +312,10 @@ def tiny_llava_onevision(seed: int = 0) -> tuple[torch.nn.Module, object]:
     from ..compat import ImageOnlyLlavaOnevisionProcessor
 
     tokenizer = word_tokenizer()
-    vision = SiglipVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        image_size=56,
-        patch_size=14,
-    )
+    vision = tiny_siglip(layers=3)
     config = LlavaOnevisionConfig(
         vision_config=vision.to_dict(),
-        text_config=tiny_text(tokenizer).to_dict(),
+        text_config=text_config(tiny_shape(tokenizer), tokenizer).to_dict(),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         image_grid_pinpoints=NEXT_PINPOINTS,
         vision_feature_layer=-1,
@@ -348,7 +343,7 @@ def tiny_llava_onevision(seed: int = 0) -> tuple[torch.nn.Module, object]:
 
 def tiny_gemma3(seed: int = 0) -> tuple[torch.nn.Module, object]:
     """A random Gemma 3 (SigLIP 56 px, 16 patches pooled to 4 image tokens) and its processor."""
-    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor, SiglipVisionConfig
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor
     from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
 
     names = {
@@ -373,14 +368,7 @@ def tiny_gemma3(seed: int = 0) -> tuple[torch.nn.Module, object]:
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
     }
-    vision = SiglipVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=56,
-        patch_size=14,
-    )
+    vision = tiny_siglip(layers=2)
     config = Gemma3Config(
         text_config=text,
         vision_config=vision.to_dict(),
