@@ -11,6 +11,7 @@ from zooprune.config import PruneConfig
 from zooprune.generation import generate_pruned
 from zooprune.methods import METHODS
 from zooprune.methods.zoo import draw_directions, sensitivity
+from zooprune.pipeline import prepare as prepare_pruned
 from zooprune.testing.tiny import BUILDERS
 
 from .conftest import random_image
@@ -41,7 +42,8 @@ def inputs_for(processor, images, prompts):
 
 def prepare(model, inputs, method, keep, **options):
     extras = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "pixel_values")}
-    return get_adapter(model).prepare(
+    return prepare_pruned(
+        get_adapter(model),
         PruneConfig(method, keep=keep, options=options),
         inputs["input_ids"],
         inputs["attention_mask"],
@@ -147,7 +149,7 @@ def test_qwen_kept_tokens_keep_their_mrope_positions(name):
     )
     for b, sources in enumerate(prepared.spliced.source_positions):
         original = full[:, b, inputs["attention_mask"][b].bool()]  # (3, L_b)
-        pruned = prepared.position_ids[:, b, prepared.spliced.attention_mask[b].bool()]
+        pruned = prepared.model_kwargs()["position_ids"][:, b, prepared.spliced.attention_mask[b].bool()]
         assert torch.equal(pruned, original[:, sources])  # kept visual + all text keep their columns
         assert sources.numel() < original.shape[1]  # something was pruned
     assert model.model.rope_deltas is None  # no stale deltas left for the next call

@@ -10,6 +10,7 @@ import torch
 from zooprune.adapters import get_adapter
 from zooprune.config import PruneConfig
 from zooprune.generation import generate_pruned
+from zooprune.pipeline import prepare as prepare_pruned
 
 
 def inputs_for(processor, images, prompts):
@@ -23,7 +24,8 @@ def inputs_for(processor, images, prompts):
 
 
 def prepared_forward(model, inputs, method, keep, **options):
-    prepared = get_adapter(model).prepare(
+    prepared = prepare_pruned(
+        get_adapter(model),
         PruneConfig(method, keep=keep, options=options),
         inputs["input_ids"],
         inputs["attention_mask"],
@@ -100,7 +102,8 @@ def test_cached_batched_decoding_matches_uncached_recomputation(tiny_llava, imag
     two-stage forward from scratch at every step with the kept set fixed at prefill."""
     model, processor = tiny_llava
     inputs = inputs_for(processor, images[:2], ["what is in the image ?", "describe this picture"])
-    prepared = get_adapter(model).prepare(
+    prepared = prepare_pruned(
+        get_adapter(model),
         PruneConfig(method, keep=4), inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"]
     )
     tokens = generate_pruned(model, prepared, max_new_tokens=4)

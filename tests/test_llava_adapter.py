@@ -10,6 +10,7 @@ import torch
 import zooprune
 from zooprune.adapters import get_adapter
 from zooprune.config import PruneConfig
+from zooprune.pipeline import prepare as prepare_pruned
 
 
 def inputs_for(processor, images, prompts):
@@ -21,7 +22,8 @@ def inputs_for(processor, images, prompts):
 def test_keep_all_logits_identical_to_stock(tiny_llava, images):
     model, processor = tiny_llava
     inputs = inputs_for(processor, images[:1], ["what is in the image ?"])
-    prepared = get_adapter(model).prepare(
+    prepared = prepare_pruned(
+        get_adapter(model),
         PruneConfig("zoo", keep=1.0), inputs["input_ids"], None, inputs["pixel_values"]
     )
     with torch.no_grad():
@@ -83,7 +85,7 @@ def test_placeholder_mismatch_is_reported(tiny_llava, images):
     inputs = inputs_for(processor, images[:1], ["what ?"])
     pixel_values = torch.cat([inputs["pixel_values"]] * 2)
     with pytest.raises(ValueError, match="image token"):
-        get_adapter(model).prepare(PruneConfig("zoo", keep=4), inputs["input_ids"], None, pixel_values)
+        prepare_pruned(get_adapter(model), PruneConfig("zoo", keep=4), inputs["input_ids"], None, pixel_values)
 
 
 def test_half_precision_model_scores_like_float32(tiny_llava, images):
@@ -93,7 +95,7 @@ def test_half_precision_model_scores_like_float32(tiny_llava, images):
     half = copy.deepcopy(model).to(torch.bfloat16)
     cfg = PruneConfig("zoo", keep=4)
     ids = inputs_for(processor, images[:1], ["a"])["input_ids"]
-    full = get_adapter(model).prepare(cfg, ids, None, pixel_values).reports[0].scores
-    low = get_adapter(half).prepare(cfg, ids, None, pixel_values).reports[0].scores
+    full = prepare_pruned(get_adapter(model), cfg, ids, None, pixel_values).reports[0].scores
+    low = prepare_pruned(get_adapter(half), cfg, ids, None, pixel_values).reports[0].scores
     assert low.dtype == torch.float32 and low.unique().numel() == low.numel()
     torch.testing.assert_close(low, full, rtol=5e-2, atol=0)  # bf16 vision features + weights

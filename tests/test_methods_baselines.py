@@ -16,7 +16,7 @@ from zooprune.methods import PruneContext, get_method
 from zooprune.methods.cdpruner import greedy_dpp, relevance
 from zooprune.methods.divprune import divprune_select
 from zooprune.methods.pool import pool_grid
-from zooprune.methods.visionzip import split_budget
+from zooprune.methods.visionzip import dominant_contextual_split
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -158,16 +158,16 @@ def naive_contextual(ctx: PruneContext, dominant: list[int], k_c: int, mode: str
 
 
 def test_visionzip_split() -> None:
-    assert split_budget(64, 576) == (54, 10)
-    assert split_budget(128, 576) == (108, 20)
-    assert split_budget(192, 576) == (162, 30)
-    assert split_budget(1, 576) == (1, 0)
-    assert split_budget(2, 576) == (1, 1)
-    assert split_budget(576, 576) == (486, 90)
-    assert split_budget(10, 576, dominant=7) == (7, 3)
-    assert split_budget(10, 576, contextual=0) == (10, 0)
+    assert dominant_contextual_split(64, 576) == (54, 10)
+    assert dominant_contextual_split(128, 576) == (108, 20)
+    assert dominant_contextual_split(192, 576) == (162, 30)
+    assert dominant_contextual_split(1, 576) == (1, 0)
+    assert dominant_contextual_split(2, 576) == (1, 1)
+    assert dominant_contextual_split(576, 576) == (486, 90)
+    assert dominant_contextual_split(10, 576, dominant=7) == (7, 3)
+    assert dominant_contextual_split(10, 576, contextual=0) == (10, 0)
     with pytest.raises(ValueError):
-        split_budget(10, 576, contextual=10)
+        dominant_contextual_split(10, 576, contextual=10)
 
 
 @pytest.mark.parametrize(
@@ -185,7 +185,7 @@ def test_visionzip_split() -> None:
 def test_visionzip_dominant_and_contextual(n: int, k: int, mode: str, seed: int) -> None:
     ctx = _visionzip_ctx(n, seed, merge=mode)
     sel = get_method("visionzip")(ctx, k)
-    k_d, k_c = split_budget(k, n)
+    k_d, k_c = dominant_contextual_split(k, n)
     top = torch.topk(ctx.cls_attention, k_d).indices.sort().values
     assert torch.equal(sel.indices, top)  # dominant = top-k_d [CLS] attention
     assert sel.tokens is not None and sel.tokens.shape == (k, ctx.projected.shape[1])

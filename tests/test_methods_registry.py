@@ -9,6 +9,7 @@ from zooprune.adapters import get_adapter
 from zooprune.config import PruneConfig
 from zooprune.generation import generate_pruned
 from zooprune.methods import METHODS, list_methods
+from zooprune.pipeline import prepare as prepare_pruned
 
 ALL = METHODS.names()
 MERGING = {"pool", "visionzip"}  # methods that may place merged tokens in the image slot
@@ -23,7 +24,8 @@ def batch(processor, images, prompts):
 def prepare(model, inputs, method, keep, seed=0):
     """Pruned inputs; for in-LLM methods also run the prefill (that is where they choose)."""
     adapter = get_adapter(model)
-    prepared = adapter.prepare(
+    prepared = prepare_pruned(
+        adapter,
         PruneConfig(method=method, keep=keep, seed=seed),
         inputs["input_ids"],
         inputs["attention_mask"],

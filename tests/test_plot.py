@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from zooprune.cli import main
-from zooprune.viz.plots import Results, keep_key, plot_results, read_results, with_prefill_ms, with_time_ms
+from zooprune.plots import plot_results
+from zooprune.results import Results, keep_key, read_results, with_prefill_ms, with_time_ms
 
 
 def eval_json(path: Path, estimator: str | None = None) -> Path:

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from .adapters import get_adapter
-from .config import Keep, PruneConfig
+from .config import CropBudget, Keep, PruneConfig
+from .pipeline import PreparedInputs, prepare
 from .report import PruneReport
 
 HANDLE_ATTR = "_zooprune_handle"
@@ -74,12 +75,10 @@ class PruneHandle:
 
     def _prepare(
         self, input_ids: Tensor, attention_mask: Tensor | None, pixel_values: Tensor, kwargs: dict[str, Any]
-    ):
+    ) -> PreparedInputs:
         if input_ids is None:
             raise ValueError("pruning needs input_ids with image placeholder tokens alongside pixel_values")
-        prepared = self.adapter.prepare(
-            self.config, input_ids, attention_mask, pixel_values, **self._split(kwargs)
-        )
+        prepared = prepare(self.adapter, self.config, input_ids, attention_mask, pixel_values, **self._split(kwargs))
         self.reports = prepared.reports
         return prepared
 
@@ -116,7 +115,12 @@ class PruneHandle:
 
 
 def pruned(
-    model: nn.Module, method: str = "zoo", keep: Keep = 64, seed: int = 0, **options: Any
+    model: nn.Module,
+    method: str = "zoo",
+    keep: Keep = 64,
+    seed: int = 0,
+    budget: CropBudget = "per-crop",
+    **options: Any,
 ) -> PruneHandle:
     """Prune ``model``'s visual tokens in ``generate`` / ``forward`` calls that pass ``pixel_values``.
 
@@ -129,5 +133,5 @@ def pruned(
     ``generate`` returns the original ``input_ids`` followed by the new tokens, as stock does.
     ``forward`` returns logits over the *pruned* sequence (shorter than ``input_ids``).
     """
-    config = PruneConfig(method=method, keep=keep, seed=seed, options=dict(options))
+    config = PruneConfig(method=method, keep=keep, seed=seed, options=options, budget=budget)
     return PruneHandle(model, config).attach()

@@ -1,10 +1,17 @@
-"""PruneConfig: which method, what budget, which seed; validated once, passed explicitly."""
+"""PruneConfig: which method, what budget, which seed, which options; validated once, passed explicitly."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from .methods.options import MethodOptions
+
+if TYPE_CHECKING:
+    from .methods import Method
 
 Keep = int | float
 
@@ -50,23 +57,56 @@ def resolve_budget(keep: Keep, num_tokens: int) -> int:
     return min(int(keep), num_tokens)
 
 
-@dataclass
+#: How a budget applies to an image made of several crops or tiles (LLaVA-NeXT, OneVision, InternVL).
+CropBudget = Literal["per-crop", "whole"]
+
+
+@dataclass(frozen=True)
 class PruneConfig:
-    """Method name, budget and seed, plus method-specific options (e.g. ``num_directions``).
+    """Method name, budget and seed, the method's typed options, and how crops share the budget.
 
     ``seed`` seeds every random draw (zoo's directions, random's sample): the same config on
     the same inputs gives the same kept tokens, batched or one by one.
+
+    Attributes:
+        method: registered method name (aliases resolve to it).
+        keep: int token count per image, or float ratio in (0, 1].
+        seed: seed of every random draw.
+        options: the method's options dataclass (e.g. ``ZooOptions``), or a dict of keyword
+            options parsed into it; unknown or ignored options raise ``ValueError`` naming them.
+        budget: ``"per-crop"`` (default; the paper's LLaVA-NeXT setting: the budget is split
+            equally over the crops, each selected on its own) or ``"whole"`` (all crops one pool).
     """
 
     method: str = "zoo"
     keep: Keep = 64
     seed: int = 0
-    options: dict[str, Any] = field(default_factory=dict)
+    options: MethodOptions | Mapping[str, Any] | None = None
+    budget: CropBudget = "per-crop"
 
     def __post_init__(self) -> None:
         from .methods import get_method
 
-        self.method = get_method(self.method).name  # raises a KeyError listing the methods
+        spec = get_method(self.method)  # raises a KeyError listing the methods
+        object.__setattr__(self, "method", spec.name)
         validate_keep(self.keep)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"seed must be an int, got {self.seed!r}")
+        if self.budget not in ("per-crop", "whole"):
+            raise ValueError(f"budget must be 'per-crop' or 'whole', got {self.budget!r}")
+        if isinstance(self.options, Mapping) and "budget" in self.options:
+            raise ValueError("'budget' is not a method option: pass budget='whole' to PruneConfig / load()")
+        object.__setattr__(self, "options", spec.parse_options(self.options))
+
+    @property
+    def spec(self) -> Method:
+        """The registered :class:`~zooprune.methods.Method` (its function and metadata)."""
+        from .methods import get_method
+
+        return get_method(self.method)
+
+    def replace(self, **changes: Any) -> PruneConfig:
+        """A copy with ``changes``; a new method starts from its own default options."""
+        if "method" in changes and "options" not in changes:
+            changes["options"] = None
+        return dataclasses.replace(self, **changes)

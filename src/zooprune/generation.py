@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from .adapters import PreparedInputs
+from .pipeline import PreparedInputs
 
 
 class StepClock(LogitsProcessor):

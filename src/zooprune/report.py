@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor
-
-
-@contextmanager
-def timed(timings: dict[str, float], key: str) -> Iterator[None]:
-    """Add the wall-clock milliseconds of the ``with`` block to ``timings[key]``."""
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[key] = timings.get(key, 0.0) + (time.perf_counter() - start) * 1e3
 
 
 @dataclass
@@ -39,6 +26,8 @@ class PruneReport:
         grid: ``(rows, cols)`` token grid of the image, or None.
         timings: milliseconds. ``score`` / ``select`` are this image's; ``encode``, ``prefill``,
             ``decode`` are shared by the whole batch the image was in.
+        model_type: ``config.model_type`` of the model (its adapter knows where each token lies
+            on the image: ``zooprune.viz`` draws with it).
     """
 
     method: str
@@ -52,16 +41,19 @@ class PruneReport:
     equivalent_tokens: float | None = None
     text_tokens: int = 0
     prune_layer: int = 0
+    model_type: str | None = None
 
     def __post_init__(self) -> None:
         if self.equivalent_tokens is None:
             self.equivalent_tokens = float(self.tokens_after)
 
-    def overlay(self, image: Any, processor: Any, dim: float = 0.25) -> Any:
-        """``image`` (PIL) with the patches of dropped tokens dimmed; see :func:`zooprune.viz.overlay`."""
-        from .viz.overlay import overlay
-
-        return overlay(image, self, processor, dim=dim)
+    def record_in_llm(self, indices: Tensor, scores: Tensor | None, layer: int, num_layers: int) -> None:
+        """What an in-LLM method kept from ``layer`` on (of ``num_layers`` language-model layers)."""
+        self.kept_indices = indices.cpu()
+        self.scores = None if scores is None else scores.float().cpu()
+        self.tokens_after = int(indices.numel())
+        self.prune_layer = layer
+        self.equivalent_tokens = (layer * self.tokens_before + (num_layers - layer) * self.tokens_after) / num_layers
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready view (tensors as lists)."""
@@ -73,6 +65,7 @@ class PruneReport:
             "equivalent_tokens": round(float(self.equivalent_tokens), 3),
             "text_tokens": self.text_tokens,
             "prune_layer": self.prune_layer,
+            "model_type": self.model_type,
             "kept_indices": self.kept_indices.tolist(),
             "scores": None if self.scores is None else [round(float(s), 6) for s in self.scores],
             "grid": None if self.grid is None else list(self.grid),

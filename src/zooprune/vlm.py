@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 import re
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from .adapters import PreparedInputs, adapter_class, get_adapter
-from .config import Keep, PruneConfig
+from .adapters import adapter_class, get_adapter
+from .config import CropBudget, Keep, PruneConfig
 from .generation import generate_pruned
+from .pipeline import PreparedInputs
+from .pipeline import prepare as prepare_pruned
 from .report import GenerationResult
 
 ImageLike = Image.Image | str | Path
@@ -21,14 +23,20 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def open_image(image: ImageLike) -> Image.Image:
-    """A PIL image (RGB) from a PIL image or a file path; a clear error for a missing file."""
+    """A PIL image (RGB) from a PIL image or a file path; a clear error naming a missing, unreadable
+    or corrupt file."""
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     path = Path(image)
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
-    with Image.open(path) as img:
-        return img.convert("RGB")
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except UnidentifiedImageError:
+        raise ValueError(f"cannot read image file {path}: not an image format PIL recognises") from None
+    except (OSError, SyntaxError) as err:  # truncated or corrupt data, unreadable file
+        raise ValueError(f"cannot read image file {path}: {err}") from None
 
 
 def resolve_dtype(dtype: torch.dtype | str | None, device: str | torch.device) -> torch.dtype | str:
@@ -45,7 +53,8 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: str | torch.device) -
 class PrunedVLM:
     """A model, its processor and a :class:`PruneConfig`; ``generate`` prunes visual tokens.
 
-    Build it with :func:`zooprune.load`, or directly from objects you already hold.
+    Build it with :func:`zooprune.load`, or directly from objects you already hold. Nothing the
+    caller passed in is changed (the model is put in eval mode; the tokenizer keeps its padding side).
     """
 
     def __init__(self, model: nn.Module, processor: Any, config: PruneConfig) -> None:
@@ -53,25 +62,38 @@ class PrunedVLM:
         self.processor = processor
         self.config = config
         self.adapter = get_adapter(model)
-        tokenizer = getattr(processor, "tokenizer", None)
-        if tokenizer is not None:
-            tokenizer.padding_side = "left"
 
-    def configure(
-        self, method: str | None = None, keep: Keep | None = None, seed: int | None = None, **options: Any
-    ) -> PrunedVLM:
-        """Change method / budget / seed / options in place (no reload); returns self."""
-        changes: dict[str, Any] = {}
+    def configured(
+        self,
+        method: str | None = None,
+        keep: Keep | None = None,
+        seed: int | None = None,
+        budget: CropBudget | None = None,
+        **options: Any,
+    ) -> PruneConfig:
+        """The current :class:`PruneConfig` with these changes. A new ``method`` starts from its own
+        default options plus ``options``; otherwise ``options`` update the current ones."""
+        changes: dict[str, Any] = {
+            k: v for k, v in (("method", method), ("keep", keep), ("seed", seed), ("budget", budget)) if v is not None
+        }
         if method is not None:
-            changes["method"] = method
-        if keep is not None:
-            changes["keep"] = keep
-        if seed is not None:
-            changes["seed"] = seed
-        if options:
-            changes["options"] = {**self.config.options, **options}
-        self.config = replace(self.config, **changes)
+            changes["options"] = options
+        elif options:
+            changes["options"] = self.config.options.updated(self.config.method, options)
+        return self.config.replace(**changes)
+
+    def configure(self, **changes: Any) -> PrunedVLM:
+        """Change method / keep / seed / budget / options in place (no reload); returns self.
+        See :meth:`configured`; to try a setting without changing this object use :meth:`using`."""
+        self.config = self.configured(**changes)
         return self
+
+    def using(self, **changes: Any) -> PrunedVLM:
+        """A new :class:`PrunedVLM` sharing this model and processor with a changed configuration;
+        this object is left as it is (what comparisons over several methods use)."""
+        other = copy.copy(self)
+        other.config = self.configured(**changes)
+        return other
 
     # ---- inputs -------------------------------------------------------------------------
     def chat_prompt(self, prompt: str, num_images: int = 1) -> str:
@@ -106,15 +128,22 @@ class PrunedVLM:
         for entry in per_prompt:
             nested.append(pil[start : start + len(entry)])
             start += len(entry)
-        inputs = self.processor(images=nested, text=texts, padding=True, return_tensors="pt")
+        inputs = self.processor(
+            images=nested, text=texts, padding=True, padding_side="left", return_tensors="pt"
+        )
         return inputs.to(self.model.device)
 
     def prepare(self, images: Any, prompts: str | list[str]) -> PreparedInputs:
         """Encode, prune and splice: the pruned language-model inputs and per-image reports."""
         inputs = self.encode_inputs(images, prompts)
         extras = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "pixel_values")}
-        return self.adapter.prepare(
-            self.config, inputs["input_ids"], inputs.get("attention_mask"), inputs["pixel_values"], **extras
+        return prepare_pruned(
+            self.adapter,
+            self.config,
+            inputs["input_ids"],
+            inputs.get("attention_mask"),
+            inputs["pixel_values"],
+            **extras,
         )
 
     # ---- generation -----------------------------------------------------------------------
@@ -150,6 +179,7 @@ def load(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | str | None = None,
     trust_remote_code: bool = False,
+    budget: CropBudget = "per-crop",
     **options: Any,
 ) -> PrunedVLM:
     """Load a VLM checkpoint (local folder or hub id) with its processor, ready to prune.
@@ -163,7 +193,9 @@ def load(
         dtype: model dtype; default float32 on CPU, the checkpoint's dtype on accelerators.
             Scores are computed in float32 whatever this is.
         trust_remote_code: only if you trust the checkpoint's code (off by default).
-        options: method options, e.g. ``num_directions=16`` for zoo.
+        budget: ``"per-crop"`` or ``"whole"``, how crops / tiles share the budget (see :class:`PruneConfig`).
+        options: the method's options, e.g. ``estimator="central", num_directions=16`` for zoo;
+            unknown options, and options the configuration would ignore, raise ``ValueError``.
     """
     import transformers
     from transformers import AutoConfig
@@ -171,7 +203,7 @@ def load(
     from .compat import load_processor
 
     source = check_model_path(path)
-    config = PruneConfig(method=method, keep=keep, seed=seed, options=dict(options))
+    config = PruneConfig(method=method, keep=keep, seed=seed, options=options, budget=budget)
     hf_config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     model_cls = getattr(transformers, adapter_class(hf_config.model_type).model_class)
     model = model_cls.from_pretrained(

@@ -74,7 +74,10 @@ def compute() -> dict[str, Any]:
             models[family] = BUILDERS[family](seed=0)
         model, processor = models[family]
         for keep in BUDGETS:
-            vlm = PrunedVLM(model, processor, PruneConfig(method=method, keep=keep, seed=0, options=dict(options)))
+            opts = dict(options)
+            budget = opts.pop("budget", "per-crop")  # a PruneConfig field since the reshape
+            config = PruneConfig(method=method, keep=keep, seed=0, options=opts, budget=budget)
+            vlm = PrunedVLM(model, processor, config)
             kept, texts = [], []
             for image in images:  # one prompt at a time: in-LLM methods refuse ragged batches
                 out = vlm.generate(images=[image], prompts=[PROMPT], max_new_tokens=6)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..registry import Registry
-from .base import ImageTokens, PreparedInputs, VLMAdapter
+from .base import ImageTokens, VLMAdapter
 from .gemma3 import Gemma3Adapter
 from .internvl import InternVLAdapter
 from .llava import LlavaAdapter
@@ -48,7 +48,6 @@ def list_model_types() -> list[str]:
 __all__ = [
     "ADAPTERS",
     "ImageTokens",
-    "PreparedInputs",
     "VLMAdapter",
     "adapter_class",
     "get_adapter",

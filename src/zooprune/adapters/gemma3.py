@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..config import PruneConfig
-from .base import ImageTokens, PreparedInputs, VLMAdapter
+from .base import ImageTokens, VLMAdapter
+from .splice import SplicedInputs
 
 
 class PooledTokenProjector(nn.Module):
@@ -39,6 +39,7 @@ class Gemma3Adapter(VLMAdapter):
     model_class = "Gemma3ForConditionalGeneration"
     vision_input_names = ("token_type_ids",)
     provides = frozenset({"features", "projector", "grid", "instruction"})
+    generate_returns_prompt = True  # the ids route: generate echoes the prompt
 
     def projector(self) -> nn.Module:
         return PooledTokenProjector(self.model.model.multi_modal_projector)
@@ -60,20 +61,24 @@ class Gemma3Adapter(VLMAdapter):
             for i in range(len(pooled))
         ]
 
-    def prepare(
-        self,
-        config: PruneConfig,
-        input_ids: Tensor,
-        attention_mask: Tensor | None,
-        pixel_values: Tensor,
-        **extras: Any,
-    ) -> PreparedInputs:
-        """The shared pruning, plus ``token_type_ids`` for the kept image tokens (bidirectional mask)."""
-        extras.pop("token_type_ids", None)
-        prepared = super().prepare(config, input_ids, attention_mask, pixel_values, **extras)
-        prepared.extra["token_type_ids"] = (prepared.spliced.input_ids == self.image_token_id).long()
-        prepared.ids_route, prepared.image_token_id = (
-            True,
-            self.image_token_id,
-        )  # generate takes no embeddings
-        return prepared
+    def vision_inputs(self, input_ids: Tensor, extras: dict[str, Any]) -> dict[str, Any]:
+        """The processor's ``token_type_ids`` describe the unpruned prompt: not for the vision side."""
+        return {k: v for k, v in extras.items() if k != "token_type_ids"}
+
+    def model_inputs(
+        self, spliced: SplicedInputs, input_ids: Tensor, attention_mask: Tensor | None, extras: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The ids route (``generate`` takes no embeddings): k placeholders per image in ``input_ids``,
+        the kept tokens as ``mm_encoder_outputs``, and ``token_type_ids`` marking the kept image
+        tokens (they attend to each other bidirectionally)."""
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        ids = spliced.input_ids
+        is_image = ids == self.image_token_id
+        kept = spliced.inputs_embeds[is_image]  # (sum k_i, d), row-major
+        return {
+            "input_ids": ids,
+            "attention_mask": spliced.attention_mask,
+            "mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=kept)},
+            "token_type_ids": is_image.long(),
+        }

@@ -15,7 +15,7 @@ from torch import Tensor
 from ..methods import Method, PruneContext, Selection
 
 
-def split_budget(k_total: int, sizes: list[int]) -> list[int]:
+def crop_shares(k_total: int, sizes: list[int]) -> list[int]:
     """Split ``k_total`` equally over groups of ``sizes`` tokens (earlier groups take the remainder);
     a group smaller than its share keeps everything and its surplus goes to groups with room, so the
     shares sum to ``min(k_total, sum(sizes))``."""
@@ -49,7 +49,7 @@ def select_grouped(
         always_keep: ``(n_keep,)`` indices kept on top of the budget (image newlines), or None.
     """
     n = ctx.num_tokens
-    shares = split_budget(k_total, [int(g.numel()) for g in groups])
+    shares = crop_shares(k_total, [int(g.numel()) for g in groups])
     group_grids = group_grids or [None] * len(groups)
     kept: list[Tensor] = []  # original positions that survive as themselves
     kept_tokens: list[Tensor] = []  # their tokens (a merging method may have changed them)

@@ -25,9 +25,11 @@ from torch import Tensor, nn
 
 from ..config import PruneConfig, resolve_budget
 from ..methods import Method, PruneContext, Selection
-from ..report import PruneReport, timed
+from ..methods.options import DEFAULT_LAYER
+from ..report import PruneReport
+from ..timing import timed
 
-DEFAULT_LAYER = 2  # FastV / DART: prune after the second decoder layer
+__all__ = ["DEFAULT_LAYER", "ImageSlot", "InLLMPlan", "image_slots"]
 
 
 @dataclass
@@ -59,7 +61,7 @@ class InLLMPlan:
 
     @property
     def layer(self) -> int:
-        k = int(self.config.options.get("layer", DEFAULT_LAYER))
+        k = self.config.options.layer
         total = len(self.language_model.layers)
         if not 1 <= k < total:
             raise ValueError(f"in-LLM pruning layer must be in [1, {total - 1}] for this model, got {k}")
@@ -152,7 +154,7 @@ class InLLMPlan:
                 llm_query_hidden=state["hidden"][b, after],
                 llm_query_keys=state["keys"][b, after],
                 generator=torch.Generator().manual_seed(self.config.seed),
-                options=dict(self.config.options),
+                options=self.config.options,
             )
             k = resolve_budget(self.config.keep, n)
             with timed(report.timings, "select"):
@@ -160,12 +162,7 @@ class InLLMPlan:
             kept = sel.indices.to(hidden.device)
             drop[b, s : s + n] = True
             drop[b, s + kept] = False
-            report.kept_indices = sel.indices.cpu()
-            report.scores = None if sel.scores is None else sel.scores.float().cpu()
-            report.tokens_after = int(kept.numel())
-            report.prune_layer = self.layer
-            layers = len(self.language_model.layers)
-            report.equivalent_tokens = (self.layer * n + (layers - self.layer) * kept.numel()) / layers
+            report.record_in_llm(sel.indices, sel.scores, self.layer, len(self.language_model.layers))
         counts = (~drop).sum(dim=1)
         if not bool((counts == counts[0]).all()):
             raise ValueError(

@@ -6,7 +6,7 @@ the patch grid is pixel-shuffled (2 x 2 patches -> one token, channels concatena
 pre-projector feature of a token is its shuffled ``(4 d_v,)`` vector, and the projector is
 token-wise on it. An image's tiles form one contiguous run of placeholders; as for
 LLaVA-NeXT crops, the budget is split equally over the tiles and each tile is selected on
-its own (``options={"budget": "whole"}`` pools them).
+its own (``budget="whole"`` pools them).
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..config import PruneConfig
-from .base import ImageTokens, PreparedInputs, VLMAdapter
+from .base import ImageTokens, VLMAdapter
 
 
 class InternVLAdapter(VLMAdapter):
@@ -29,15 +28,8 @@ class InternVLAdapter(VLMAdapter):
     def projector(self) -> nn.Module:
         return self.model.model.multi_modal_projector
 
-    def prepare(
-        self,
-        config: PruneConfig,
-        input_ids: Tensor,
-        attention_mask: Tensor | None,
-        pixel_values: Tensor,
-        **extras: Any,
-    ) -> PreparedInputs:
-        """Count each image's tiles from its run of placeholders, then the shared pruning."""
+    def vision_inputs(self, input_ids: Tensor, extras: dict[str, Any]) -> dict[str, Any]:
+        """Each image's tile count, from its run of placeholders (``image_seq_length`` per tile)."""
         per_tile = int(self.model.config.image_seq_length)
         runs = []
         for row in input_ids:
@@ -45,9 +37,7 @@ class InternVLAdapter(VLMAdapter):
             if slots.numel():
                 breaks = (slots[1:] - slots[:-1] != 1).nonzero().flatten() + 1
                 runs += [len(r) // per_tile for r in torch.tensor_split(slots, breaks.tolist())]
-        return super().prepare(
-            config, input_ids, attention_mask, pixel_values, tiles_per_image=runs, **extras
-        )
+        return {**extras, "tiles_per_image": runs}
 
     def encode(
         self,

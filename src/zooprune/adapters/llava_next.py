@@ -5,7 +5,7 @@ Each crop goes through the vision tower and the token-wise projector like LLaVA-
 after every row, behind the base image's tokens. Pruning follows the paper (and the reference
 ``llava_arch_llava_next_7b.py``): the budget is split equally over the base image and the
 crops, each crop is scored and selected on its own, and the newline tokens are kept on top of
-the budget. ``options={"budget": "whole"}`` instead treats all crop tokens as one pool.
+the budget. ``budget="whole"`` (a ``PruneConfig`` field) instead treats all crop tokens as one pool.
 
 Where every packed token came from is found by packing an index tensor with the model's own
 ``pack_image_features`` (so unpadding always matches the stock path).

@@ -7,7 +7,7 @@ transformers bilinearly interpolates the *projected* tokens; a pruned token then
 pre-projector feature of its own, so zoo scores the same interpolation of the pre-projector
 features (an approximation, exact when nothing is downsampled). The budget is split equally
 between the base view and the high-resolution grid (two groups with known grids; the reference
-code has no OneVision implementation), newlines kept on top; ``options={"budget": "whole"}``
+code has no OneVision implementation), newlines kept on top; ``budget="whole"``
 pools them. In multi-image prompts (``batch_num_images`` > 1) each image is its base view only.
 """
 

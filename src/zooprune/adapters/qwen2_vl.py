@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..config import PruneConfig
-from .base import ImageTokens, PreparedInputs, VLMAdapter
+from .base import ImageTokens, VLMAdapter
+from .splice import SplicedInputs
 
 
 class GroupMerger(nn.Module):
@@ -96,16 +96,10 @@ class Qwen2VLAdapter(VLMAdapter):
         )
         return torch.argsort(window_index)
 
-    def prepare(
-        self,
-        config: PruneConfig,
-        input_ids: Tensor,
-        attention_mask: Tensor | None,
-        pixel_values: Tensor,
-        **extras: Any,
-    ) -> PreparedInputs:
-        """The shared pruning, plus 3-D positions: the kept tokens' columns of the full prompt's ids."""
-        prepared = super().prepare(config, input_ids, attention_mask, pixel_values, **extras)
+    def model_inputs(
+        self, spliced: SplicedInputs, input_ids: Tensor, attention_mask: Tensor | None, extras: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The pruned embeddings plus 3-D positions: the kept tokens' columns of the full prompt's ids."""
         inner = self.model.model
         mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
         full, _ = inner.get_rope_index(
@@ -114,12 +108,10 @@ class Qwen2VLAdapter(VLMAdapter):
             image_grid_thw=extras["image_grid_thw"],
             attention_mask=mask,
         )  # (3, B, L)
-        spliced = prepared.spliced
         positions = torch.ones(3, *spliced.input_ids.shape, dtype=full.dtype, device=full.device)
         length = spliced.input_ids.shape[1]
         for b, sources in enumerate(spliced.source_positions):
             row = full[:, b, mask[b].bool()]  # (3, L_b) unpadded
             positions[:, b, length - sources.numel() :] = row[:, sources]
-        prepared.position_ids = positions
         inner.rope_deltas = None  # never reuse deltas cached by an earlier call
-        return prepared
+        return {**super().model_inputs(spliced, input_ids, attention_mask, extras), "position_ids": positions}

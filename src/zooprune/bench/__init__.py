@@ -21,14 +21,15 @@ import torch
 from ..config import Keep, PruneConfig
 from ..methods.estimators import DEFAULT_ESTIMATOR
 from ..vlm import PrunedVLM, load
-from .report import build_rows, format_table, plot_bench
+from ..plots import plot_bench
+from .report import build_rows, format_table
 from .runner import (
-    ESTIMATOR_METHODS,
     bench_image,
     bench_prompt,
     make_cases,
     run_cases,
     set_threads,
+    takes_estimator,
     text_tokens,
     time_kernel_build,
 )
@@ -97,7 +98,7 @@ def run_bench(
     prompt_len, visual = text_tokens(vlm, image, prompt)
     cases = make_cases(list(methods), list(keeps), estimators, num_directions)
     kernel_ms = None
-    if "closed-form" in estimators and any(c.method in ESTIMATOR_METHODS for c in cases):
+    if "closed-form" in estimators and any(takes_estimator(c.method) for c in cases):
         kernel_ms = time_kernel_build(vlm)
         say(f"closed-form K built once in {kernel_ms:.0f} ms")
     results = run_cases(vlm, cases, image, prompt, new_tokens, repeats, warmup, on_sample=say)

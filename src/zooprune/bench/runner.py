@@ -25,15 +25,20 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..adapters import PreparedInputs
 from ..config import Keep, resolve_budget
 from ..generation import generate_pruned
-from ..methods.estimators import projector_kernel
+from ..methods import get_method
+from ..methods.estimators import get_estimator, projector_kernel
+from ..pipeline import PreparedInputs
 from ..vlm import PrunedVLM
 from .memory import PeakRSS
 
-#: Methods that take the ``estimator`` option.
-ESTIMATOR_METHODS = frozenset({"zoo", "zoo-sensitivity"})
+
+def takes_estimator(method: str) -> bool:
+    """Whether ``method`` scores with a sensitivity estimator (one bench case per ``--estimators``)."""
+    return get_method(method).takes_estimator
+
+
 PHASES = ("encode", "score", "select", "prefill", "lm_prefill", "decode", "ttft", "e2e")
 
 
@@ -48,8 +53,8 @@ class Case:
 
     @property
     def label(self) -> str:
-        if self.method == "none":
-            return "none"
+        if not get_method(self.method).prunes:
+            return self.method
         name = self.method if self.estimator is None else f"{self.method}/{self.estimator}"
         if self.num_directions is not None and self.estimator in ("central", "jvp"):
             name += f"(m={self.num_directions})"
@@ -59,7 +64,7 @@ class Case:
         opts: dict[str, Any] = {}
         if self.estimator is not None:
             opts["estimator"] = self.estimator
-        if self.num_directions is not None:
+        if self.num_directions is not None and self.estimator is not None and get_estimator(self.estimator).uses_directions:
             opts["num_directions"] = self.num_directions
         return opts
 
@@ -70,10 +75,10 @@ def make_cases(
     """The unpruned baseline first, then every method x budget (x estimator for zoo methods)."""
     cases = [Case("none", 1.0)]
     for method in methods:
-        if method == "none":
+        if not get_method(method).prunes:
             continue
         for keep in keeps:
-            if method in ESTIMATOR_METHODS:
+            if takes_estimator(method):
                 cases += [Case(method, keep, est, num_directions) for est in estimators]
             else:
                 cases.append(Case(method, keep))
@@ -185,12 +190,9 @@ def time_lm_prefill(vlm: PrunedVLM, prepared: PreparedInputs) -> float:
 
 def prune_layer(vlm: PrunedVLM, case: Case) -> int:
     """Decoder layer from which the kept tokens alone go on: 0 for pre-LLM methods, K for in-LLM."""
-    from ..adapters.in_llm import DEFAULT_LAYER
-    from ..methods import get_method
-
-    if get_method(case.method).stage != "in_llm":
+    if not get_method(case.method).in_llm:
         return 0
-    return int(vlm.config.options.get("layer", DEFAULT_LAYER))
+    return vlm.config.options.layer
 
 
 def text_tokens(vlm: PrunedVLM, image: Image.Image, prompt: str) -> tuple[int, int]:
@@ -202,7 +204,7 @@ def text_tokens(vlm: PrunedVLM, image: Image.Image, prompt: str) -> tuple[int, i
 
 
 def expected_kept(keep: Keep, visual: int, method: str) -> int:
-    return visual if method == "none" else resolve_budget(keep, visual)
+    return resolve_budget(keep, visual) if get_method(method).prunes else visual
 
 
 def set_threads(threads: int | None) -> int:

@@ -15,6 +15,7 @@ from PIL import Image
 from torch import Tensor
 
 from ..generation import generate_pruned
+from ..pipeline import prepare
 from ..vlm import PrunedVLM
 from .accounting import RequestTokens, request_tokens, split_reports
 from .batching import truncate_at_stop
@@ -81,9 +82,9 @@ def encode_texts(vlm: PrunedVLM, images: Sequence[Sequence[Image.Image]], texts:
     """
     nested = [[im.convert("RGB") for im in group] for group in images]
     if any(nested):
-        inputs = vlm.processor(images=nested, text=list(texts), padding=True, return_tensors="pt")
+        inputs = vlm.processor(images=nested, text=list(texts), padding=True, padding_side="left", return_tensors="pt")
     else:
-        inputs = vlm.processor(text=list(texts), padding=True, return_tensors="pt")
+        inputs = vlm.processor(text=list(texts), padding=True, padding_side="left", return_tensors="pt")
     return inputs.to(vlm.model.device)
 
 
@@ -94,8 +95,8 @@ def model_inputs(
     if sum(images_per_request) == 0:
         return {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}, None
     extras = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "pixel_values")}
-    prepared = vlm.adapter.prepare(
-        vlm.config, inputs["input_ids"], inputs.get("attention_mask"), inputs["pixel_values"], **extras
+    prepared = prepare(
+        vlm.adapter, vlm.config, inputs["input_ids"], inputs.get("attention_mask"), inputs["pixel_values"], **extras
     )
     return prepared.model_kwargs(), prepared
 

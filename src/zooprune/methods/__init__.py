@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from . import cdpruner, dart, divprune, fastv, none, norm, pool, random, visionzip, zoo  # noqa: F401  (registration side effects)
 from .base import METHODS, Method, PruneContext, Selection, get_method, register_method
+from .options import InLLMOptions, MethodOptions
 
 
 def list_methods() -> list[str]:
@@ -14,4 +15,14 @@ def list_methods() -> list[str]:
     return METHODS.names()
 
 
-__all__ = ["METHODS", "Method", "PruneContext", "Selection", "get_method", "list_methods", "register_method"]
+__all__ = [
+    "METHODS",
+    "InLLMOptions",
+    "Method",
+    "MethodOptions",
+    "PruneContext",
+    "Selection",
+    "get_method",
+    "list_methods",
+    "register_method",
+]

@@ -9,13 +9,14 @@ declares in ``needs`` and splice the result back into the language model's input
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from ..registry import Registry
+from .options import MethodOptions
 
 #: What a method can ask the adapter for (besides ``projected``, which is always there).
 NEEDS = frozenset({"features", "projector", "grid", "cls_attention", "keys", "instruction", "llm_layer"})
@@ -37,7 +38,9 @@ class PruneContext:
         instruction: ``(T, d_l)`` input embeddings of the prompt text after the image (the
             user's question plus any template suffix), or None.
         generator: seeded ``torch.Generator`` (CPU) for methods that draw random numbers.
-        options: method-specific keyword options (e.g. ``num_directions`` for zoo).
+        options: the method's typed options (its registered :class:`MethodOptions` dataclass);
+            None = the method's defaults, a dict = keyword options (both parsed by
+            :meth:`Method.__call__`, with errors for unknown or ignored options).
         llm_attention: in-LLM methods: ``(N,)`` head-averaged attention from the last prompt
             token to each visual token at language-model layer K-1.
         llm_hidden: ``(N, d_l)`` layer K-1 output of the visual tokens, final-normed.
@@ -53,7 +56,7 @@ class PruneContext:
     keys: Tensor | None = None
     instruction: Tensor | None = None
     generator: torch.Generator | None = None
-    options: dict[str, Any] = field(default_factory=dict)
+    options: MethodOptions | dict | None = None
     llm_attention: Tensor | None = None
     llm_hidden: Tensor | None = None
     llm_keys: Tensor | None = None
@@ -98,7 +101,7 @@ MethodFn = Callable[[PruneContext, int], Selection]
 
 @dataclass(frozen=True)
 class Method:
-    """A registered pruning method.
+    """A registered pruning method and what the pipeline needs to know about it.
 
     Attributes:
         name: registry name (``zooprune.list_methods()``).
@@ -106,6 +109,11 @@ class Method:
         needs: the :class:`PruneContext` fields the adapter must fill (see ``NEEDS``).
         stage: ``"pre_llm"`` (prunes before language-model layer 0) or ``"in_llm"``.
         summary: one line for ``--help`` and the support matrix.
+        options: the method's typed options dataclass (``MethodOptions`` when it has none).
+        prunes: False for the unpruned reference (``none``): every token is kept whatever the budget.
+        merges_tokens: the method may return merged tokens (``Selection.tokens``) instead of a subset.
+        takes_estimator: the method scores with a ZOO-Prune sensitivity estimator (its scores
+            are sensitivities; its options name the estimator).
     """
 
     name: str
@@ -113,8 +121,34 @@ class Method:
     needs: frozenset[str] = frozenset()
     stage: Literal["pre_llm", "in_llm"] = "pre_llm"
     summary: str = ""
+    options: type[MethodOptions] = MethodOptions
+    prunes: bool = True
+    merges_tokens: bool = False
+    takes_estimator: bool = False
+
+    @property
+    def in_llm(self) -> bool:
+        """Whether the method prunes inside the language model (FastV-style)."""
+        return self.stage == "in_llm"
+
+    @property
+    def needs_prompt(self) -> bool:
+        """Whether the method reads the prompt (instruction embeddings)."""
+        return "instruction" in self.needs
+
+    def parse_options(self, values: MethodOptions | dict | None = None) -> MethodOptions:
+        """This method's options from a dict of keyword options (clear errors), or checked as given."""
+        if isinstance(values, MethodOptions):
+            if type(values) is not self.options:
+                raise TypeError(
+                    f"method {self.name!r} takes {self.options.__name__}, got {type(values).__name__}"
+                )
+            return values
+        return self.options.parse(self.name, values)
 
     def __call__(self, ctx: PruneContext, k: int) -> Selection:
+        if not isinstance(ctx.options, self.options):
+            ctx = replace(ctx, options=self.parse_options(ctx.options))
         return self.fn(ctx, k)
 
 
@@ -127,15 +161,20 @@ def register_method(
     needs: tuple[str, ...] = (),
     stage: Literal["pre_llm", "in_llm"] = "pre_llm",
     summary: str = "",
+    options: type[MethodOptions] = MethodOptions,
+    prunes: bool = True,
+    merges_tokens: bool = False,
+    takes_estimator: bool = False,
     aliases: tuple[str, ...] = (),
 ) -> Callable[[MethodFn], MethodFn]:
-    """Register ``fn(ctx, k) -> Selection`` under ``name``; returns ``fn`` unchanged."""
+    """Register ``fn(ctx, k) -> Selection`` under ``name`` with its metadata; returns ``fn`` unchanged."""
     unknown = set(needs) - NEEDS
     if unknown:
         raise ValueError(f"unknown needs {sorted(unknown)}; choose from {sorted(NEEDS)}")
 
     def deco(fn: MethodFn) -> MethodFn:
-        METHODS.add(name, Method(name, fn, frozenset(needs), stage, summary), aliases)
+        method = Method(name, fn, frozenset(needs), stage, summary, options, prunes, merges_tokens, takes_estimator)
+        METHODS.add(name, method, aliases)
         return fn
 
     return deco
@@ -143,8 +182,3 @@ def register_method(
 
 def get_method(name: str) -> Method:
     return METHODS.get(name)
-
-
-def sorted_unique(indices: Tensor) -> Tensor:
-    """``(k,)`` -> sorted ascending LongTensor (the original token order)."""
-    return torch.sort(indices.long()).values

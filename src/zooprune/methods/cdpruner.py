@@ -22,7 +22,7 @@ sides live in the language model's input-embedding space: ``ctx.instruction`` ``
 (the input embeddings of the prompt's text tokens) against ``ctx.projected`` ``(N, d_l)``,
 ``r_raw(i) = mean_t cos(Z_i, E_t)``. The sign is *not* flipped by default: the authors
 report the negative correlation as a CLIP-only phenomenon (CDPruner issues #9, #14); set
-``options["negate_relevance"] = True`` to flip it as the reference does for CLIP.
+``negate_relevance=True`` to flip it as the reference does for CLIP.
 
 Differences from the reference, on purpose (same picks on well-conditioned kernels):
 - a constant relevance (max == min) gives r = 1 (plain DPP) instead of dividing by zero;
@@ -36,12 +36,27 @@ No instruction: the reference has no unconditional path (it always embeds the te
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..tensors import check_finite
 from .base import PruneContext, Selection, register_method
-from .zoo import check_finite
+from .options import MethodOptions
+
+
+@dataclass(frozen=True)
+class CDPrunerOptions(MethodOptions):
+    """Options of ``cdpruner``.
+
+    Attributes:
+        negate_relevance: flip the relevance's sign before normalising (the reference's CLIP choice).
+    """
+
+    negate_relevance: bool = False
+
 
 #: Residual d_j^2 at or below which the kernel counts as exhausted (rank-deficient L).
 MIN_RESIDUAL = 1e-12
@@ -122,6 +137,7 @@ def greedy_dpp(kernel: Tensor, k: int) -> Tensor:
     "cdpruner",
     needs=("instruction",),
     summary="CDPruner: instruction-conditioned DPP (relevance x similarity kernel, greedy MAP)",
+    options=CDPrunerOptions,
 )
 @torch.no_grad()
 def cdpruner(ctx: PruneContext, k: int) -> Selection:
@@ -132,6 +148,6 @@ def cdpruner(ctx: PruneContext, k: int) -> Selection:
     ctx.require("instruction", method="cdpruner")
     check_finite("projected", ctx.projected)
     check_finite("instruction", ctx.instruction)
-    rel = relevance(ctx.projected, ctx.instruction, negate=bool(ctx.options.get("negate_relevance", False)))
+    rel = relevance(ctx.projected, ctx.instruction, negate=ctx.options.negate_relevance)
     picks = greedy_dpp(conditional_kernel(ctx.projected, rel), k)
     return Selection(indices=picks.sort().values, scores=rel)

@@ -14,10 +14,27 @@ k - (image pivots) picks are split over the pivots as evenly as possible so exac
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-from .base import PruneContext, Selection, register_method, sorted_unique
+from ..tensors import sorted_unique
+from .base import PruneContext, Selection, register_method
+from .options import InLLMOptions
+
+
+@dataclass(frozen=True)
+class DartOptions(InLLMOptions):
+    """Options of ``dart``: the pruning ``layer`` K (2) and how many pivots to take.
+
+    Attributes:
+        pivot_image_tokens: visual pivots (largest key L1 norm), kept.
+        pivot_text_tokens: text pivots after the image (largest key L1 norm), guide only.
+    """
+
+    pivot_image_tokens: int = 4
+    pivot_text_tokens: int = 4
 
 
 @register_method(
@@ -25,18 +42,19 @@ from .base import PruneContext, Selection, register_method, sorted_unique
     needs=("llm_layer",),
     stage="in_llm",
     summary="DART: keep visual tokens least similar to key-norm pivots at LLM layer K=2 (in-LLM)",
+    options=DartOptions,
 )
 def dart(ctx: PruneContext, k: int) -> Selection:
     """``ctx.llm_keys`` ``(N, d_k)`` and ``ctx.llm_hidden`` ``(N, d)`` of the visual tokens (+ query text)."""
     ctx.require("llm_keys", "llm_hidden", method="dart")
     n = ctx.num_tokens
     key_norm = ctx.llm_keys.float().abs().sum(dim=-1)  # (N,) L1 norm of keys
-    n_img = min(int(ctx.options.get("pivot_image_tokens", 4)), k)
+    n_img = min(ctx.options.pivot_image_tokens, k)
     image_pivots = key_norm.topk(n_img).indices.tolist()
     pivot_vectors = [ctx.llm_hidden[i] for i in image_pivots]
     if ctx.llm_query_keys is not None and ctx.llm_query_keys.shape[0] > 0:
         text_norm = ctx.llm_query_keys.float().abs().sum(dim=-1)  # (T,)
-        n_txt = min(int(ctx.options.get("pivot_text_tokens", 4)), text_norm.numel())
+        n_txt = min(ctx.options.pivot_text_tokens, text_norm.numel())
         pivot_vectors += [ctx.llm_query_hidden[i] for i in text_norm.topk(n_txt).indices.tolist()]
     remaining = torch.ones(n, dtype=torch.bool)
     remaining[image_pivots] = False

@@ -29,8 +29,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..tensors import check_finite, cosine_distance
 from .base import PruneContext, Selection, register_method
-from .zoo import check_finite, cosine_distance
 
 
 @torch.no_grad()

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .zoo import CHUNK_ELEMENTS, check_finite, draw_directions, float32_projector, sensitivity
+from ..tensors import check_finite, float32_projector
 
 Projector = Callable[[Tensor], Tensor]
 
@@ -48,8 +48,91 @@ Projector = Callable[[Tensor], Tensor]
 # ---------------------------------------------------------------------------------------------
 # central: the paper's estimator
 # ---------------------------------------------------------------------------------------------
-#: The paper's central finite difference over m random directions (Eq. 3): exactly
-#: :func:`zoo.sensitivity`, ``(N, d_v)`` / ``(B, N, d_v)`` -> ``(N,)`` / ``(B, N)``.
+#: Elements (B * chunk * N * (d_v + d_l)) one perturbation chunk may hold; ~64 MiB in float32.
+CHUNK_ELEMENTS = 1 << 24
+
+
+def draw_directions(
+    num_directions: int,
+    dim: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    """``(m, d_v)`` unit-norm Gaussian directions (paper Eq. 2), drawn on the CPU from ``generator``.
+
+    With ``generator=None`` a fresh generator seeded with 0 is used, so the draw is deterministic.
+    """
+    if num_directions < 1:
+        raise ValueError(f"num_directions must be >= 1, got {num_directions}")
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    u = torch.randn(num_directions, dim, generator=generator, dtype=torch.float32)
+    return (u / u.norm(dim=-1, keepdim=True)).to(device)
+
+
+@torch.no_grad()
+def sensitivity(
+    features: Tensor,
+    projector: Callable[[Tensor], Tensor],
+    *,
+    num_directions: int = 64,
+    step: float = 0.01,
+    generator: torch.Generator | None = None,
+    directions: Tensor | None = None,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """Zeroth-order sensitivity S of each token through the projector (paper Eqs. 1-4, un-normalised).
+
+    S(i) = (1/m) * sum_j || (M(x_i + h u_j) - M(x_i - h u_j)) / (2h) ||_2, with one bank of m
+    unit directions shared by every token (and every image of a batch).
+
+    Args:
+        features: ``(N, d_v)`` or ``(B, N, d_v)`` pre-projector features.
+        projector: callable ``(..., d_v) -> (..., d_l)``, token-wise. An ``nn.Module`` with
+            half-precision weights (bf16 / fp16) is run as a float32 copy.
+        num_directions: m, the number of random directions (paper default 64).
+        step: h, the finite-difference step (paper default 0.01).
+        generator: CPU generator the directions are drawn from (a fresh one seeded 0 if None).
+        directions: ``(m, d_v)`` directions to use as they are (assumed unit norm) instead of drawing.
+        chunk_size: directions per projector call. Peak extra memory is about
+            ``4 * B * chunk_size * N * (2 d_v + 2 d_l + d_hidden)`` bytes; by default chunk_size is
+            the largest value with ``B * chunk_size * N * (d_v + d_l) <= 2**24``.
+
+    Returns:
+        ``(N,)`` or ``(B, N)`` sensitivities (higher = more sensitive), float32 (float64 for
+        float64 features with a float64 projector: used to check convergence to ``E||J u||``).
+    """
+    if features.dim() not in (2, 3):
+        raise ValueError(f"features must be (N, d_v) or (B, N, d_v), got shape {tuple(features.shape)}")
+    if step <= 0:
+        raise ValueError(f"step must be > 0, got {step}")
+    check_finite("features", features)
+    batched = features.dim() == 3
+    work = torch.float64 if features.dtype == torch.float64 else torch.float32  # never below float32
+    x = (features if batched else features.unsqueeze(0)).to(work)  # (B, N, d_v)
+    bsz, n, d_v = x.shape
+    if directions is None:
+        directions = draw_directions(num_directions, d_v, generator, x.device)
+    elif directions.dim() != 2 or directions.shape[1] != d_v:
+        raise ValueError(f"directions must be (m, {d_v}), got shape {tuple(directions.shape)}")
+    u = directions.to(device=x.device, dtype=work)  # (m, d_v)
+    m = u.shape[0]
+    proj = float32_projector(projector)
+
+    if chunk_size is None:
+        d_l = proj(x[:1, :1]).shape[-1]
+        chunk_size = max(1, CHUNK_ELEMENTS // (bsz * n * (d_v + d_l)))
+    total = torch.zeros(bsz, n, dtype=work, device=x.device)
+    for start in range(0, m, chunk_size):
+        hu = step * u[start : start + chunk_size, None, None, :]  # (c, 1, 1, d_v)
+        plus = proj(x.unsqueeze(0) + hu)  # (c, B, N, d_l)
+        minus = proj(x.unsqueeze(0) - hu)  # (c, B, N, d_l)
+        total += ((plus - minus).to(work) / (2.0 * step)).norm(dim=-1).sum(dim=0)  # (B, N)
+    scores = total / m
+    return scores if batched else scores[0]
+
+
+#: The paper's estimator by its estimator name.
 central_sensitivity = sensitivity
 
 
@@ -79,7 +162,7 @@ def jvp_sensitivity(
 ) -> Tensor:
     """S(i) = (1/m) sum_j ||J_i u_j|| with J_i u_j from forward-mode AD (the h -> 0 limit of Eq. 3).
 
-    The directions are drawn exactly as :func:`zoo.sensitivity` draws them (same generator, same
+    The directions are drawn exactly as :func:`sensitivity` draws them (same generator, same
     bank), so ``jvp`` and ``central`` differ only by the finite-difference error. Directions are
     pushed through the projector ``chunk_size`` at a time with ``torch.func.vmap`` over
     ``torch.func.jvp``: the primal M(x) is computed once per chunk, the tangents in one

@@ -4,12 +4,14 @@ FastV (Chen et al., "An Image is Worth 1/2 Tokens After Layer 2", ECCV 2024); se
 pkunlp-icler/FastV's ``FastVLlamaModel.forward``: after layer K-1, average the attention of
 the last token over heads, keep the top-R visual tokens, prune them from layer K on, keep the
 original position ids. Only the last token's attention row at layer K-1 is computed (from the
-cached keys), so every layer still runs SDPA. Option ``layer`` sets K.
+cached keys), so every layer still runs SDPA. Option ``layer`` sets K (``InLLMOptions``).
 """
 
 from __future__ import annotations
 
-from .base import PruneContext, Selection, register_method, sorted_unique
+from ..tensors import sorted_unique
+from .base import PruneContext, Selection, register_method
+from .options import InLLMOptions
 
 
 @register_method(
@@ -17,6 +19,7 @@ from .base import PruneContext, Selection, register_method, sorted_unique
     needs=("llm_layer",),
     stage="in_llm",
     summary="FastV: top-k visual tokens by last-token attention at LLM layer K=2 (in-LLM)",
+    options=InLLMOptions,
 )
 def fastv(ctx: PruneContext, k: int) -> Selection:
     """Keep the ``k`` visual tokens with the largest ``ctx.llm_attention`` ``(N,)``."""

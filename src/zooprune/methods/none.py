@@ -7,7 +7,9 @@ import torch
 from .base import PruneContext, Selection, register_method
 
 
-@register_method("none", summary="no pruning: every visual token is kept", aliases=("all", "full"))
+@register_method(
+    "none", summary="no pruning: every visual token is kept", prunes=False, aliases=("all", "full")
+)
 def keep_all(ctx: PruneContext, k: int) -> Selection:
     """Return all N indices whatever ``k`` is."""
     return Selection(indices=torch.arange(ctx.num_tokens, device=ctx.projected.device))

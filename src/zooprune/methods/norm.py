@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .base import PruneContext, Selection, register_method, sorted_unique
+from ..tensors import sorted_unique
+from .base import PruneContext, Selection, register_method
 
 
 @register_method("norm", summary="top-k projected tokens by L2 norm (sanity baseline)")

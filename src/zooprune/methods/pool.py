@@ -88,7 +88,9 @@ def pool_tokens(projected: Tensor, grid: tuple[int, int], k: int) -> tuple[Tenso
     return tokens, indices
 
 
-@register_method("pool", needs=("grid",), summary="spatial average pooling of the token grid to ~k tokens")
+@register_method(
+    "pool", needs=("grid",), summary="spatial average pooling of the token grid to ~k tokens", merges_tokens=True
+)
 def pool(ctx: PruneContext, k: int) -> Selection:
     """Pool ``ctx.projected`` ``(N, d_l)`` on ``ctx.grid`` to ``rows' * cols' <= k`` merged tokens."""
     if ctx.grid is None:

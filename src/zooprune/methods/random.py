@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import PruneContext, Selection, register_method, sorted_unique
+from ..tensors import sorted_unique
+from .base import PruneContext, Selection, register_method
 
 
 @register_method("random", summary="uniform random sample of k tokens (seeded)")

@@ -14,7 +14,7 @@ merge ``metric``), all at the vision layer LLaVA reads (``hidden_states[-2]``):
 3. Contextual token j = ``h[target_j] + sum(h[assigned to j]) / max(count_j, 1)``: the
    reference adds the *mean of the assigned tokens* to the target's own hidden state (it is
    not the mean over target and members; with no member the token is the target itself).
-   ``options["merge"] = "mean"`` uses the plain mean over target and members instead.
+   ``merge="mean"`` uses the plain mean over target and members instead.
 4. Output: dominant tokens in original order, then the k_c contextual tokens in target order.
    With k >= N every token is kept unchanged, in order (nothing to merge).
 
@@ -30,24 +30,44 @@ Differences from the reference, on purpose:
   and the context holds patch tokens only, so here k_d + k_c = k exactly.
 - split: the reference uses 54+10 / 108+20 / 162+30 for 64 / 128 / 192 tokens, i.e.
   k_c = 5k/32; other k use k_c = round(5k/32) (half up), at least 1 when k >= 2 (k_c = 0 for k = 1).
-  Override with ``options["dominant"]`` and/or ``options["contextual"]``.
+  Override with the ``dominant`` and/or ``contextual`` options.
 - keys: the reference uses keys averaged over heads, ``(N, head_dim)``. ``ctx.keys`` may be
-  ``(N, H, head_dim)`` (averaged here), or ``(N, H * head_dim)`` with ``options["num_heads"]``
+  ``(N, H, head_dim)`` (averaged here), or ``(N, H * head_dim)`` with the ``num_heads`` option
   (reshaped and averaged); ``(N, d_k)`` without ``num_heads`` is used as it is (cosine over
   the concatenated heads, which ranks targets differently from the head mean).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import PruneContext, Selection, register_method, sorted_unique
-from .zoo import check_finite, float32_projector
+from ..tensors import check_finite, float32_projector, sorted_unique
+from .base import PruneContext, Selection, register_method
+from .options import MethodOptions
 
 
-def split_budget(
+@dataclass(frozen=True)
+class VisionZipOptions(MethodOptions):
+    """Options of ``visionzip`` (see the module docstring).
+
+    Attributes:
+        dominant / contextual: override the dominant / contextual split of k (default 54+10 per 64).
+        merge: ``reference`` (target + mean of its members, as the authors' code) or ``mean``.
+        num_heads: split ``(N, H * d_h)`` keys into heads before averaging them.
+    """
+
+    dominant: int | None = None
+    contextual: int | None = None
+    merge: Literal["reference", "mean"] = "reference"
+    num_heads: int | None = None
+
+
+def dominant_contextual_split(
     k: int, n: int, dominant: int | None = None, contextual: int | None = None
 ) -> tuple[int, int]:
     """``(k_d, k_c)`` with ``k_d + k_c == k`` (paper split 54+10 per 64 unless overridden)."""
@@ -123,6 +143,8 @@ def merge_groups(hidden: Tensor, targets: Tensor, assign: Tensor, mode: str = "r
     "visionzip",
     needs=("cls_attention", "keys", "features", "projector"),
     summary="VisionZip: [CLS]-attention dominant tokens + key-similarity merged contextual tokens",
+    options=VisionZipOptions,
+    merges_tokens=True,
 )
 @torch.no_grad()
 def visionzip(ctx: PruneContext, k: int) -> Selection:
@@ -142,8 +164,8 @@ def visionzip(ctx: PruneContext, k: int) -> Selection:
         check_finite(name, t)
     if k >= n:  # keep-all: nothing to merge, tokens stay as the model would see them
         return Selection(indices=torch.arange(n, device=ctx.projected.device), scores=attn.float().reshape(n))
-    opts = ctx.options
-    k_d, k_c = split_budget(k, n, opts.get("dominant"), opts.get("contextual"))
+    opts: VisionZipOptions = ctx.options
+    k_d, k_c = dominant_contextual_split(k, n, opts.dominant, opts.contextual)
 
     scores = attn.float().reshape(n)
     dominant = sorted_unique(scores.topk(k_d).indices)  # (k_d,), k_d >= 1
@@ -152,9 +174,9 @@ def visionzip(ctx: PruneContext, k: int) -> Selection:
         rest = torch.ones(n, dtype=torch.bool, device=scores.device)
         rest[dominant] = False
         rest_idx = rest.nonzero().squeeze(-1)  # (R,) original order
-        metric = head_mean_keys(keys, opts.get("num_heads"))[rest_idx]  # (R, d_h)
+        metric = head_mean_keys(keys, opts.num_heads)[rest_idx]  # (R, d_h)
         targets, assign = contextual_groups(metric, k_c)
-        merged = merge_groups(feats.float()[rest_idx], targets, assign, opts.get("merge", "reference"))
+        merged = merge_groups(feats.float()[rest_idx], targets, assign, opts.merge)
         contextual = float32_projector(ctx.projector)(merged)  # (k_c, d_l)
         tokens = torch.cat([tokens, contextual.to(tokens.dtype)], dim=0)
     return Selection(indices=dominant.long(), scores=scores, tokens=tokens)

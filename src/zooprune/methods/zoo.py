@@ -6,117 +6,73 @@ Estimation in Vision-Language Models" (arXiv 2509.24837). Reference code: AIM-SK
 ``prepare_inputs_labels_for_multimodal``). Differences from the reference, on purpose: scores
 are computed in float32 whatever the model dtype, every draw is seeded, batches are
 supported, and the greedy selection keeps a running minimum (same picks, O(k N)).
+
+The sensitivity estimators (the paper's central difference, jvp, closed form) live in
+``estimators.py``; this file holds the selection (SADS), the typed options and the two
+registered methods (``zoo`` and its sensitivity-only ablation ``zoo-sensitivity``).
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..report import timed
-from .base import PruneContext, Selection, register_method, sorted_unique
+from ..tensors import check_finite, sorted_unique
+from ..timing import timed
+from .base import PruneContext, Selection, register_method
+from .estimators import (
+    DEFAULT_ESTIMATOR,
+    draw_directions,
+    estimate_sensitivity,
+    get_estimator,
+    mlp_structure,
+    sensitivity,
+)
+from .options import MethodOptions
 
-#: Elements (B * chunk * N * (d_v + d_l)) one perturbation chunk may hold; ~64 MiB in float32.
-CHUNK_ELEMENTS = 1 << 24
+__all__ = ["ZooOptions", "draw_directions", "normalize_scores", "select", "sensitivity"]
 
 
-def float32_projector(projector: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
-    """Return ``projector`` itself if it computes in float32 or wider, else a float32 copy of the module."""
-    if isinstance(projector, nn.Module):
-        if any(p.is_floating_point() and p.element_size() < 4 for p in projector.parameters()):
-            return copy.deepcopy(projector).float().eval()
-    return projector
+@dataclass(frozen=True)
+class ZooOptions(MethodOptions):
+    """Options of ``zoo`` and ``zoo-sensitivity``.
 
-
-def draw_directions(
-    num_directions: int,
-    dim: int,
-    generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
-) -> Tensor:
-    """``(m, d_v)`` unit-norm Gaussian directions (paper Eq. 2), drawn on the CPU from ``generator``.
-
-    With ``generator=None`` a fresh generator seeded with 0 is used, so the draw is deterministic.
+    Attributes:
+        estimator: ``central`` (the paper's), ``jvp`` or ``closed-form`` (see ``estimators.py``);
+            None = the library default (closed form), or ``jvp`` when the projector is not a
+            two-layer MLP (e.g. Qwen2-VL's patch merger).
+        num_directions: m, random directions (paper default 64); ``central`` and ``jvp`` only.
+        step: h, the finite-difference step (paper default 0.01); ``central`` only.
+        chunk_size: directions (``central``, ``jvp``) or tokens (``closed-form``) per pass.
     """
-    if num_directions < 1:
-        raise ValueError(f"num_directions must be >= 1, got {num_directions}")
-    if generator is None:
-        generator = torch.Generator().manual_seed(0)
-    u = torch.randn(num_directions, dim, generator=generator, dtype=torch.float32)
-    return (u / u.norm(dim=-1, keepdim=True)).to(device)
 
+    estimator: str | None = None
+    num_directions: int = 64
+    step: float = 0.01
+    chunk_size: int | None = None
 
-def check_finite(name: str, tensor: Tensor) -> None:
-    """Raise ``ValueError`` naming ``name`` if ``tensor`` holds NaN or inf."""
-    if not torch.isfinite(tensor).all():
-        bad = (~torch.isfinite(tensor)).sum().item()
-        raise ValueError(f"{name} contains {bad} NaN/inf values; cannot score tokens")
+    def __post_init__(self) -> None:
+        if self.estimator is not None:
+            object.__setattr__(self, "estimator", get_estimator(self.estimator).name)
+        if self.num_directions < 1:
+            raise ValueError(f"num_directions must be >= 1, got {self.num_directions}")
+        if not self.step > 0:
+            raise ValueError(f"step must be > 0, got {self.step}")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
 
-
-@torch.no_grad()
-def sensitivity(
-    features: Tensor,
-    projector: Callable[[Tensor], Tensor],
-    *,
-    num_directions: int = 64,
-    step: float = 0.01,
-    generator: torch.Generator | None = None,
-    directions: Tensor | None = None,
-    chunk_size: int | None = None,
-) -> Tensor:
-    """Zeroth-order sensitivity S of each token through the projector (paper Eqs. 1-4, un-normalised).
-
-    S(i) = (1/m) * sum_j || (M(x_i + h u_j) - M(x_i - h u_j)) / (2h) ||_2, with one bank of m
-    unit directions shared by every token (and every image of a batch).
-
-    Args:
-        features: ``(N, d_v)`` or ``(B, N, d_v)`` pre-projector features.
-        projector: callable ``(..., d_v) -> (..., d_l)``, token-wise. An ``nn.Module`` with
-            half-precision weights (bf16 / fp16) is run as a float32 copy.
-        num_directions: m, the number of random directions (paper default 64).
-        step: h, the finite-difference step (paper default 0.01).
-        generator: CPU generator the directions are drawn from (a fresh one seeded 0 if None).
-        directions: ``(m, d_v)`` directions to use as they are (assumed unit norm) instead of drawing.
-        chunk_size: directions per projector call. Peak extra memory is about
-            ``4 * B * chunk_size * N * (2 d_v + 2 d_l + d_hidden)`` bytes; by default chunk_size is
-            the largest value with ``B * chunk_size * N * (d_v + d_l) <= 2**24``.
-
-    Returns:
-        ``(N,)`` or ``(B, N)`` sensitivities (higher = more sensitive), float32 (float64 for
-        float64 features with a float64 projector: used to check convergence to ``E||J u||``).
-    """
-    if features.dim() not in (2, 3):
-        raise ValueError(f"features must be (N, d_v) or (B, N, d_v), got shape {tuple(features.shape)}")
-    if step <= 0:
-        raise ValueError(f"step must be > 0, got {step}")
-    check_finite("features", features)
-    batched = features.dim() == 3
-    work = torch.float64 if features.dtype == torch.float64 else torch.float32  # never below float32
-    x = (features if batched else features.unsqueeze(0)).to(work)  # (B, N, d_v)
-    bsz, n, d_v = x.shape
-    if directions is None:
-        directions = draw_directions(num_directions, d_v, generator, x.device)
-    elif directions.dim() != 2 or directions.shape[1] != d_v:
-        raise ValueError(f"directions must be (m, {d_v}), got shape {tuple(directions.shape)}")
-    u = directions.to(device=x.device, dtype=work)  # (m, d_v)
-    m = u.shape[0]
-    proj = float32_projector(projector)
-
-    if chunk_size is None:
-        d_l = proj(x[:1, :1]).shape[-1]
-        chunk_size = max(1, CHUNK_ELEMENTS // (bsz * n * (d_v + d_l)))
-    total = torch.zeros(bsz, n, dtype=work, device=x.device)
-    for start in range(0, m, chunk_size):
-        hu = step * u[start : start + chunk_size, None, None, :]  # (c, 1, 1, d_v)
-        plus = proj(x.unsqueeze(0) + hu)  # (c, B, N, d_l)
-        minus = proj(x.unsqueeze(0) - hu)  # (c, B, N, d_l)
-        total += ((plus - minus).to(work) / (2.0 * step)).norm(dim=-1).sum(dim=0)  # (B, N)
-    scores = total / m
-    return scores if batched else scores[0]
+    def ignored(self, given: frozenset[str]) -> dict[str, str]:
+        est = get_estimator(self.estimator or DEFAULT_ESTIMATOR)
+        which = f"the {est.name} estimator" + ("" if self.estimator else " (the default)")
+        out = {}
+        if "num_directions" in given and not est.uses_directions:
+            out["num_directions"] = f"{which} draws no directions; choose estimator='central' (the paper's) or 'jvp'"
+        if "step" in given and not est.uses_step:
+            out["step"] = f"{which} takes no finite-difference step; choose estimator='central' (the paper's)"
+        return out
 
 
 def normalize_scores(scores: Tensor) -> Tensor:
@@ -125,12 +81,6 @@ def normalize_scores(scores: Tensor) -> Tensor:
     hi = scores.amax(dim=-1, keepdim=True)
     out = (scores - lo) / (hi - lo + 1e-8)
     return torch.where(hi > lo, out, torch.ones_like(out))
-
-
-def cosine_distance(tokens: Tensor) -> Tensor:
-    """``(..., N, d)`` -> ``(..., N, N)`` pairwise cosine distance 1 - cos (float32)."""
-    z = F.normalize(tokens.float(), dim=-1)
-    return 1.0 - z @ z.transpose(-1, -2)
 
 
 @torch.no_grad()
@@ -182,32 +132,31 @@ def select(projected: Tensor, scores: Tensor, k: int) -> Tensor:
     return out if batched else out[0]
 
 
+def resolve_estimator(options: ZooOptions, projector: object) -> str:
+    """The estimator that runs: the one named, else the default (closed form), or ``jvp`` when the
+    projector is not a two-layer MLP (e.g. Qwen2-VL's patch merger, LayerNorm first)."""
+    if options.estimator:
+        return options.estimator
+    if DEFAULT_ESTIMATOR == "closed-form":
+        try:
+            mlp_structure(projector)
+        except ValueError:
+            return "jvp"
+    return DEFAULT_ESTIMATOR
+
+
 def _scores(ctx: PruneContext, method: str) -> Tensor:
-    """Sensitivities ``(N,)`` with ``ctx.options["estimator"]`` (see ``estimators.py``; default there).
-
-    Without an explicit estimator, a projector that is not a two-layer MLP (e.g. Qwen2-VL's patch
-    merger, LayerNorm first) uses ``jvp`` instead of the closed form, which needs that structure.
-    """
-    from .estimators import DEFAULT_ESTIMATOR, estimate_sensitivity, mlp_structure  # estimators imports us
-
+    """Sensitivities ``(N,)`` of ``ctx.features`` through ``ctx.projector`` (see ``estimators.py``)."""
     ctx.require("features", "projector", method=method)
-    opts = ctx.options
-    name = opts.get("estimator")
-    if not name:
-        name = DEFAULT_ESTIMATOR
-        if name == "closed-form":
-            try:
-                mlp_structure(ctx.projector)
-            except ValueError:
-                name = "jvp"
+    opts: ZooOptions = ctx.options
     return estimate_sensitivity(
         ctx.features,
         ctx.projector,
-        str(name),
-        num_directions=int(opts.get("num_directions", 64)),
-        step=float(opts.get("step", 0.01)),
+        resolve_estimator(opts, ctx.projector),
+        num_directions=opts.num_directions,
+        step=opts.step,
         generator=ctx.generator,
-        chunk_size=opts.get("chunk_size"),
+        chunk_size=opts.chunk_size,
     )
 
 
@@ -215,6 +164,8 @@ def _scores(ctx: PruneContext, method: str) -> Tensor:
     "zoo",
     needs=("features", "projector"),
     summary="ZOO-Prune: zeroth-order projector sensitivity x diversity (SADS)",
+    options=ZooOptions,
+    takes_estimator=True,
     aliases=("zoo-prune", "zooprune"),
 )
 def zoo(ctx: PruneContext, k: int) -> Selection:
@@ -231,6 +182,8 @@ def zoo(ctx: PruneContext, k: int) -> Selection:
     "zoo-sensitivity",
     needs=("features", "projector"),
     summary="ablation: top-k by zeroth-order sensitivity alone (no diversity)",
+    options=ZooOptions,
+    takes_estimator=True,
 )
 def zoo_sensitivity(ctx: PruneContext, k: int) -> Selection:
     """Ablation of ZOO-Prune: keep the k most sensitive tokens, no diversity term."""

@@ -4,7 +4,6 @@ Python API::
 
     result = vlm.generate([image], [prompt])
     picture = zooprune.viz.overlay(image, result.reports[0], vlm.processor)   # PIL image
-    # or: result.reports[0].overlay(image, vlm.processor)
 
 ``import zooprune.viz`` loads numpy and PIL only; matplotlib is imported by the functions that draw.
 """
