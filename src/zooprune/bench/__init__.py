@@ -20,8 +20,8 @@ import torch
 
 from ..config import Keep, PruneConfig
 from ..methods.estimators import DEFAULT_ESTIMATOR
-from ..vlm import PrunedVLM, load
 from ..plots import plot_bench
+from ..vlm import PrunedVLM, load
 from .report import build_rows, format_table
 from .runner import (
     bench_image,

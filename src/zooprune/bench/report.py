@@ -1,9 +1,9 @@
-"""Bench rows (medians, analytic costs, ratios vs the unpruned model), table, JSON and plot."""
+"""Bench rows (medians, analytic costs, ratios vs the unpruned model) and their table; the plot is
+:func:`zooprune.plots.plot_bench`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from .flops import LMShape, kv_cache_bytes, llama_prefill_macs, prefill_flops
@@ -128,44 +128,3 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             f"{s['ttft']:>7.2f}{s['e2e']:>7.2f}"
         )
     return "\n".join(lines)
-
-
-def plot_bench(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
-    """Two panels: stacked time-to-first-token (encode / score / select / prefill / other) per case,
-    and measured prefill speed-up next to the FLOPs bound. Writes a PNG; returns its path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = [r["label"] for r in rows]
-    parts = ("encode", "score", "select", "prefill")
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 0.6 * len(rows) + 2.5))
-    left = [0.0] * len(rows)
-    for part in parts:
-        values = [r["ms"][part] for r in rows]
-        ax1.barh(labels, values, left=left, label=part)
-        left = [a + b for a, b in zip(left, values)]
-    other = [max(0.0, r["ms"]["ttft"] - lf) for r, lf in zip(rows, left)]
-    ax1.barh(labels, other, left=left, label="other (processor, splice)", color="lightgrey")
-    ax1.set_xlabel("time to first token (ms, median)")
-    ax1.invert_yaxis()
-    ax1.legend(fontsize=8)
-    y = range(len(rows))
-    ax2.barh([i - 0.2 for i in y], [r["flops_bound_speedup"] for r in rows], height=0.4, label="FLOPs bound")
-    ax2.barh(
-        [i + 0.2 for i in y], [r["speedup"]["prefill"] for r in rows], height=0.4, label="measured prefill"
-    )
-    ax2.set_yticks(list(y))
-    ax2.set_yticklabels(labels)
-    ax2.invert_yaxis()
-    ax2.set_xlabel("speed-up vs unpruned (x)")
-    ax2.legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out

@@ -69,9 +69,10 @@ def parse_list(text: str) -> list[str]:
 def handle(args: argparse.Namespace) -> int:
     from ..eval.cache import PredictionCache
     from ..eval.data import generated_items, jsonl_items
-    from ..eval.report import format_table, markdown_table, plot_accuracy_vs_budget
+    from ..eval.report import format_table, markdown_table
     from ..eval.runner import evaluate
     from ..methods import get_method
+    from ..plots import plot_accuracy_vs_budget
     from ..testbed import EVAL_SEED
     from ..vlm import load
 

@@ -27,7 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def handle(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..viz.plots import plot_results, read_results
+    from ..plots import plot_results
+    from ..results import read_results
 
     first = Path(args.results[0])
     out = args.out if args.out is not None else str(first.with_suffix(""))

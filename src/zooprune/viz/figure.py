@@ -29,11 +29,9 @@ def comparison_figure(
     timings in the caption), then the zoo sensitivity heatmap when ``sensitivity`` is given.
     Multi-view layouts (anyres base | high-res, tiles | thumbnail) are named in the titles and
     rows are as tall as the tallest picture needs. Returns the figure."""
-    import matplotlib
+    from ..plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     panels: list[tuple[Image.Image, str, str]] = [(image.convert("RGB"), "input", wrap(prompt))]
     for run in runs:
         if run.report is None:
@@ -81,12 +79,7 @@ def wrap(text: str, width: int = 38) -> str:
 
 def save_figure(fig: Any, path: str | Path) -> list[Path]:
     """Save ``fig`` at ``path`` (its suffix, PNG by default) and close it; returns the written paths."""
-    import matplotlib.pyplot as plt
+    from ..plots import save
 
     out = Path(path)
-    if not out.suffix:
-        out = out.with_suffix(".png")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return [out]
+    return save(fig, [out if out.suffix else out.with_suffix(".png")])
