@@ -40,11 +40,11 @@ def inputs_for(processor, images, prompts):
     return processor(images=[[im] for im in images], text=texts, padding=True, return_tensors="pt")
 
 
-def prepare(model, inputs, method, keep, **options):
+def prepare(model, inputs, method, keep, budget="per-crop", **options):
     extras = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "pixel_values")}
     return prepare_pruned(
         get_adapter(model),
-        PruneConfig(method, keep=keep, options=options),
+        PruneConfig(method, keep=keep, options=options, budget=budget),
         inputs["input_ids"],
         inputs["attention_mask"],
         inputs["pixel_values"],

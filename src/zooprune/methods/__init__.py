@@ -6,7 +6,7 @@ Importing this package registers every built-in method; ``list_methods()`` names
 from __future__ import annotations
 
 from . import cdpruner, dart, divprune, fastv, none, norm, pool, random, visionzip, zoo  # noqa: F401  (registration side effects)
-from .base import METHODS, Method, PruneContext, Selection, get_method, register_method
+from .base import METHODS, NEEDS, Method, PruneContext, Selection, get_method, register_method
 from .options import InLLMOptions, MethodOptions
 
 
@@ -17,6 +17,7 @@ def list_methods() -> list[str]:
 
 __all__ = [
     "METHODS",
+    "NEEDS",
     "InLLMOptions",
     "Method",
     "MethodOptions",
