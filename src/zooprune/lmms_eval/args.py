@@ -104,14 +104,13 @@ def parse_batch_size(value: Any) -> int:
     return parse_int(value, "batch_size", 1)
 
 
-def parse_options(extra: Mapping[str, Any]) -> dict[str, Any]:
-    """Method options; ``estimator`` is checked against the registered estimators."""
-    options = dict(extra)
-    if "estimator" in options:
-        from ..methods.estimators import get_estimator
+def parse_options(method: str, extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Method options as given, checked now by the method's options dataclass (unknown, mistyped or
+    ignored options raise ``ValueError`` / ``TypeError`` naming the option and the method)."""
+    from ..methods import get_method
 
-        options["estimator"] = get_estimator(str(options["estimator"])).name
-    return options
+    get_method(method).parse_options(dict(extra))
+    return dict(extra)
 
 
 def parse_model_args(raw: Mapping[str, Any]) -> PluginArgs:
@@ -123,10 +122,11 @@ def parse_model_args(raw: Mapping[str, Any]) -> PluginArgs:
     values = {k: v for k, v in raw.items() if k not in IGNORED_ARGS and v is not None}
     if "pretrained" not in values:
         raise ValueError("model_args needs pretrained=PATH (a checkpoint folder or hub id)")
-    options = parse_options({k: v for k, v in values.items() if k not in KNOWN_ARGS})
+    method = str(values.get("method", "zoo"))
+    options = parse_options(method, {k: v for k, v in values.items() if k not in KNOWN_ARGS})
     return PluginArgs(
         pretrained=str(values["pretrained"]),
-        method=str(values.get("method", "zoo")),
+        method=method,
         keep=parse_keep_arg(values.get("keep", 64)),
         seed=parse_int(values.get("seed", 0), "seed", 0),
         batch_size=parse_batch_size(values.get("batch_size", 1)),
