@@ -36,6 +36,7 @@ def report_for(
         kept_indices=torch.tensor(kept),
         scores=scores,
         grid=grid,
+        model_type="llava",
     )
 
 

@@ -95,9 +95,9 @@ def test_every_token_box_is_what_its_crop_patch_sees(processor, size) -> None:
         assert checked >= 0.8 * len(view.indices)
 
 
-def _report(n: int, kept: list[int] | None = None) -> PruneReport:
+def _report(n: int, kept: list[int] | None = None, model_type: str = "llava_next") -> PruneReport:
     kept = list(range(n)) if kept is None else kept
-    return PruneReport("test", len(kept), n, len(kept), torch.tensor(kept))
+    return PruneReport("test", len(kept), n, len(kept), torch.tensor(kept), model_type=model_type)
 
 
 def test_anyres_overlay_shows_base_and_high_res_views(processor) -> None:
@@ -155,7 +155,7 @@ def test_onevision_downsampled_high_res_grid_has_the_packed_token_count(limit, s
         torch.tensor([1.0, 1.0]),
         f"anyres_max_{limit}",
     )
-    views = token_layout(size, _report(packed[0].shape[0]), processor)
+    views = token_layout(size, _report(packed[0].shape[0], model_type="llava_onevision"), processor)
     high = views[1]
     newlines = int((packed[0][:, 0] == 1.0).sum())
     assert newlines == high.grid[0]  # one newline per high-res row

@@ -21,7 +21,7 @@ def test_merged_tokens_cover_what_their_patches_see(size) -> None:
     _, h, w = image_processor(images=Image.new("RGB", size), return_tensors="np")["image_grid_thw"][0]
     grid = (int(h) // MERGE, int(w) // MERGE)
     n = grid[0] * grid[1]
-    report = PruneReport("test", n, n, n, torch.arange(n), grid=grid)
+    report = PruneReport("test", n, n, n, torch.arange(n), grid=grid, model_type="qwen2_vl")
     [view] = token_layout(size, report, image_processor)
     assert view.seen == (0, 0, *size)  # nothing cropped away
     rng = np.random.default_rng(0)
@@ -40,7 +40,7 @@ def test_merged_tokens_cover_what_their_patches_see(size) -> None:
 def test_dynamic_overlay_is_image_sized_and_dims_dropped_tokens() -> None:
     image_processor = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=224 * 224)
     image = Image.fromarray(np.random.default_rng(2).integers(0, 256, (90, 150, 3), dtype=np.uint8))
-    report = PruneReport("test", 2, 15, 2, torch.tensor([0, 14]), grid=(3, 5))
+    report = PruneReport("test", 2, 15, 2, torch.tensor([0, 14]), grid=(3, 5), model_type="qwen2_vl")
     out = np.asarray(overlay(image, report, image_processor)).astype(np.float64)
     src = np.asarray(image).astype(np.float64)
     assert out.shape == src.shape

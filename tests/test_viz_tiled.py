@@ -38,7 +38,7 @@ def test_pixel_shuffle_keeps_raster_order() -> None:
 
 def report(n: int, kept: list[int] | None = None, grid: tuple[int, int] | None = None) -> PruneReport:
     kept = list(range(n)) if kept is None else kept
-    return PruneReport("test", len(kept), n, len(kept), torch.tensor(kept), grid=grid)
+    return PruneReport("test", len(kept), n, len(kept), torch.tensor(kept), grid=grid, model_type="internvl")
 
 
 @pytest.mark.parametrize("size", [(240, 110), (100, 300), (230, 240)])

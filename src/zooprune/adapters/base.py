@@ -4,7 +4,10 @@ An adapter wraps one model instance. Family files implement :meth:`VLMAdapter.en
 (vision tower -> pre-projector features -> projected tokens, per image) and
 :meth:`VLMAdapter.projector`, and override the small hooks :meth:`~VLMAdapter.vision_inputs` and
 :meth:`~VLMAdapter.model_inputs` where the family needs it. The flow itself (selection, splice,
-reports) is :func:`zooprune.pipeline.prepare`, the same for every family.
+reports) is :func:`zooprune.pipeline.prepare`, the same for every family. Where each token lands
+on the image (what ``zooprune.viz`` draws) is the classmethod :meth:`VLMAdapter.token_layout`, next
+to the code that produces the tokens: one crop cut into the token grid here, anyres / tiles in the
+family files.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from ..geometry import View, crop_geometry, grid_view, image_processor_of, report_grid
+from ..report import PruneReport
 from ..tensors import float32_projector
 from .splice import SplicedInputs
 
@@ -104,6 +109,25 @@ class VLMAdapter:
     @property
     def model_type(self) -> str:
         return str(self.model.config.model_type)
+
+    @classmethod
+    def token_layout(cls, image_size: tuple[int, int], report: PruneReport, processor: Any) -> list[View]:
+        """Where each of ``report``'s tokens lies on the original ``(width, height)`` image.
+
+        Default (one crop, e.g. LLaVA-1.5, Gemma 3): a single ``image`` view, the processor's
+        resize + center crop (see :func:`zooprune.geometry.crop_geometry`) cut into ``report.grid``.
+
+        Args:
+            image_size: the original image's ``(width, height)``.
+            report: the image's report (``grid``, ``tokens_before``).
+            processor: the model's processor or its image processor (resize / crop settings).
+        Returns:
+            views whose ``indices`` together cover every token that shows a region of the image.
+        """
+        grid = report_grid(report)
+        return [
+            grid_view("image", image_size, grid, crop_geometry(image_size, image_processor_of(processor)).box)
+        ]
 
     # ---- shared -----------------------------------------------------------------------
     def float32_projector(self) -> Callable[[Tensor], Tensor]:

@@ -7,6 +7,10 @@ pre-projector feature of a token is its shuffled ``(4 d_v,)`` vector, and the pr
 token-wise on it. An image's tiles form one contiguous run of placeholders; as for
 LLaVA-NeXT crops, the budget is split equally over the tiles and each tile is selected on
 its own (``budget="whole"`` pools them).
+
+Layout on the image (:meth:`InternVLAdapter.token_layout`): a ``tiles`` view (the image resized
+to ``cols x rows`` tiles, read row-major, each tile's pixel-shuffled token grid row-major) and a
+``thumbnail`` view (the whole image as one more tile, last).
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..geometry import View, grid_boxes, image_processor_of, pixel_boxes, size_field
+from ..report import PruneReport
 from .base import ImageTokens, VLMAdapter
 
 
@@ -84,3 +91,43 @@ class InternVLAdapter(VLMAdapter):
                 )
             )
         return result
+
+    @classmethod
+    def token_layout(cls, image_size: tuple[int, int], report: PruneReport, processor: Any) -> list[View]:
+        """``tiles`` and ``thumbnail`` views of a tiled image (see the module docstring); a single
+        tile (the report has one token grid) is laid out as one crop."""
+        if report.grid is not None:
+            return super().token_layout(image_size, report, processor)
+        from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
+
+        image_processor = image_processor_of(processor)
+        width, height = image_size
+        tile_h, tile_w = size_field(image_processor.size, "height"), size_field(image_processor.size, "width")
+        if tile_h is None or tile_w is None:
+            raise ValueError(f"image processor size {image_processor.size!r} has no tile height and width")
+        cols, rows = get_optimal_tiled_canvas(
+            (height, width),
+            (tile_h, tile_w),
+            int(image_processor.min_patches),
+            int(image_processor.max_patches),
+        )
+        tiles = cols * rows + (1 if cols * rows > 1 else 0)  # the thumbnail comes with several tiles
+        per_tile = report.tokens_before // tiles
+        side = math.isqrt(per_tile)
+        if cols * rows == 1 or side * side * tiles != report.tokens_before:
+            raise ValueError(
+                f"tiled layout gives {cols * rows} tiles + thumbnail for a {width}x{height} image, which does "
+                f"not split the report's {report.tokens_before} tokens into square tile grids"
+            )
+        tile_w_px, tile_h_px = width / cols, height / rows
+        boxes = [
+            grid_boxes(c * tile_w_px, r * tile_h_px, (c + 1) * tile_w_px, (r + 1) * tile_h_px, side, side)
+            for r, c in (divmod(t, cols) for t in range(cols * rows))
+        ]  # tile t = (r, c), row-major; its tokens are t * per_tile + 0..per_tile-1
+        whole = (0, 0, width, height)
+        thumb = pixel_boxes(grid_boxes(0, 0, width, height, side, side), image_size)
+        tiled = pixel_boxes(np.concatenate(boxes), image_size)
+        return [
+            View("tiles", np.arange(cols * rows * per_tile), tiled, whole, (rows * side, cols * side)),
+            View("thumbnail", cols * rows * per_tile + np.arange(per_tile), thumb, whole, (side, side)),
+        ]

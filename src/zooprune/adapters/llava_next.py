@@ -9,15 +9,25 @@ the budget. ``budget="whole"`` (a ``PruneConfig`` field) instead treats all crop
 
 Where every packed token came from is found by packing an index tensor with the model's own
 ``pack_image_features`` (so unpadding always matches the stock path).
+
+Layout on the image (:meth:`LlavaNextAdapter.token_layout`): a ``base`` view (the whole image
+squashed to one square crop) and a ``high-res`` view (the image resized into the best pinpoint
+resolution, padded, cut into crops, then unpadded by the model), in the packed order ``base
+tokens, then per high-res row: its tokens and one image-newline token``. Newline tokens cover no
+region and belong to no view.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from ..geometry import View, grid_boxes, image_processor_of, pixel_boxes, size_field, unpadded_rows_cols
+from ..report import PruneReport
 from .base import ImageTokens
 from .llava import LlavaAdapter
 
@@ -106,3 +116,69 @@ class LlavaNextAdapter(LlavaAdapter):
         shape = (int(rows.unique().numel()), int(cols.unique().numel()))
         ordered = bool((positions[1:] > positions[:-1]).all()) if positions.numel() > 1 else True
         return shape if shape[0] * shape[1] == positions.numel() and ordered else None
+
+    # ---- where each token lies on the image --------------------------------------------
+    @classmethod
+    def token_layout(cls, image_size: tuple[int, int], report: PruneReport, processor: Any) -> list[View]:
+        """``base`` and ``high-res`` views of an anyres image (see the module docstring); a report
+        with a single token grid is laid out as one crop."""
+        if report.grid is not None:
+            return super().token_layout(image_size, report, processor)
+        from transformers.image_processing_utils import select_best_resolution
+
+        image_processor = image_processor_of(processor)
+        width, height = image_size
+        crop, side = cls.anyres_crop_pixels(image_processor), cls.tokens_per_crop_side(processor)
+        best_h, best_w = select_best_resolution((height, width), image_processor.image_grid_pinpoints)
+        # the image is resized to fit best_w x best_h (aspect kept, ceil) and pasted in the middle
+        scale_w, scale_h = best_w / width, best_h / height
+        if scale_w < scale_h:
+            new_w, new_h = best_w, min(math.ceil(height * scale_w), best_h)
+        else:
+            new_w, new_h = min(math.ceil(width * scale_h), best_w), best_h
+        paste_x, paste_y = (best_w - new_w) // 2, (best_h - new_h) // 2
+        rows, cols = (best_h // crop) * side, (best_w // crop) * side
+        row0, n_rows, col0, n_cols = unpadded_rows_cols(image_size, rows, cols)
+        cell = crop / side  # canvas pixels per token
+        region = (col0 * cell, row0 * cell, (col0 + n_cols) * cell, (row0 + n_rows) * cell)
+        n_rows, n_cols = cls.high_res_grid(processor, n_rows, n_cols, side)  # same region, maybe fewer cells
+        high = grid_boxes(*region, n_rows, n_cols)
+        high[:, [0, 2]] = (high[:, [0, 2]] - paste_x) * (width / new_w)
+        high[:, [1, 3]] = (high[:, [1, 3]] - paste_y) * (height / new_h)
+        expected = side * side + n_rows * (n_cols + 1)
+        if expected != report.tokens_before:
+            raise ValueError(
+                f"anyres layout gives {expected} tokens for a {width}x{height} image, "
+                f"the report has {report.tokens_before}"
+            )
+        rows_ids, cols_ids = np.arange(n_rows)[:, None], np.arange(n_cols)[None, :]
+        high_idx = side * side + (rows_ids * (n_cols + 1) + cols_ids).reshape(-1)  # skip the newlines
+        whole = (0, 0, width, height)
+        base = pixel_boxes(grid_boxes(0, 0, width, height, side, side), image_size)
+        return [
+            View("base", np.arange(side * side), base, whole, (side, side)),
+            View("high-res", high_idx, pixel_boxes(high, image_size), whole, (n_rows, n_cols)),
+        ]
+
+    @staticmethod
+    def anyres_crop_pixels(image_processor: Any) -> int:
+        """Side (pixels) of one anyres crop: ``crop_size`` or ``size`` height, or ``shortest_edge``."""
+        crop_size, size = getattr(image_processor, "crop_size", None), image_processor.size
+        for source, key in ((crop_size, "height"), (size, "height"), (size, "shortest_edge")):
+            value = size_field(source, key)
+            if value:
+                return value
+        raise ValueError(f"cannot tell the anyres crop size from {size!r}")
+
+    @classmethod
+    def tokens_per_crop_side(cls, processor: Any) -> int:
+        """Tokens along one side of a crop: crop pixels / the processor's ``patch_size``."""
+        patch = getattr(processor, "patch_size", None)
+        if not patch:
+            raise ValueError("the processor gives no patch_size: cannot lay out LLaVA-NeXT anyres tokens")
+        return cls.anyres_crop_pixels(image_processor_of(processor)) // int(patch)
+
+    @classmethod
+    def high_res_grid(cls, processor: Any, rows: int, cols: int, side: int) -> tuple[int, int]:
+        """``(rows, cols)`` of the packed high-res grid from the unpadded one (LLaVA-NeXT: the same)."""
+        return rows, cols

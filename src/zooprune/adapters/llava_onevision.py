@@ -9,10 +9,15 @@ features (an approximation, exact when nothing is downsampled). The budget is sp
 between the base view and the high-resolution grid (two groups with known grids; the reference
 code has no OneVision implementation), newlines kept on top; ``budget="whole"``
 pools them. In multi-image prompts (``batch_num_images`` > 1) each image is its base view only.
+
+Layout on the image: LLaVA-NeXT's base and high-res views; the processor gives tokens per crop
+(``num_image_tokens``) instead of a patch size, and an ``anyres_max_N`` downsampled high-res grid
+has fewer, larger cells over the same region.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -27,6 +32,27 @@ class LlavaOnevisionAdapter(LlavaNextAdapter):
     model_class = "LlavaOnevisionForConditionalGeneration"
     vision_input_names = ("image_sizes", "batch_num_images")
     provides = frozenset({"features", "projector", "grid", "instruction", "llm_layer"})  # no [CLS] in SigLIP
+
+    @classmethod
+    def tokens_per_crop_side(cls, processor: Any) -> int:
+        """Tokens along one side of a crop: the square root of the processor's ``num_image_tokens``."""
+        per_crop = getattr(processor, "num_image_tokens", None)
+        if not per_crop or math.isqrt(int(per_crop)) ** 2 != int(per_crop):
+            raise ValueError(
+                f"the processor gives no square num_image_tokens ({per_crop!r}): cannot lay out "
+                "LLaVA-OneVision anyres tokens"
+            )
+        return math.isqrt(int(per_crop))
+
+    @classmethod
+    def high_res_grid(cls, processor: Any, rows: int, cols: int, side: int) -> tuple[int, int]:
+        """``anyres_max_N`` (``processor.vision_aspect_ratio``): a grid of more than about N crops'
+        worth of tokens is bilinearly resized to ``(int(rows / r), int(cols / r))``, as transformers does."""
+        text = getattr(processor, "vision_aspect_ratio", None)
+        if not (isinstance(text, str) and text.startswith("anyres_max_")):
+            return rows, cols
+        ratio = math.sqrt(rows * cols / (int(text[len("anyres_max_") :]) * side * side))
+        return (int(rows // ratio), int(cols // ratio)) if ratio > 1.1 else (rows, cols)
 
     def encode(
         self,

@@ -11,6 +11,9 @@ Positions are 3-D (mRoPE): ``get_rope_index`` on the full prompt gives every tok
 (t, h, w) ids; the kept tokens keep their columns (text after the image keeps its offset),
 and the pruned ``position_ids`` are passed to ``generate`` explicitly. The model's cached
 ``rope_deltas`` are reset so nothing stale is reused.
+
+Layout on the image: the processor resizes the whole image (no crop) to a multiple of
+``patch x merge`` pixels per side, so the merged token grid tiles all of it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..geometry import View, grid_view, report_grid
+from ..report import PruneReport
 from .base import ImageTokens, VLMAdapter
 from .splice import SplicedInputs
 
@@ -80,6 +85,12 @@ class Qwen2VLAdapter(VLMAdapter):
             )
             start += n
         return result
+
+    @classmethod
+    def token_layout(cls, image_size: tuple[int, int], report: PruneReport, processor: Any) -> list[View]:
+        """One ``image`` view: the whole ``(width, height)`` image cut into ``report.grid`` (merged tokens)."""
+        width, height = image_size
+        return [grid_view("image", image_size, report_grid(report), (0.0, 0.0, float(width), float(height)))]
 
     def window_order(self, image_grid_thw: Tensor) -> Tensor | None:
         """Qwen2.5-VL: the permutation from window order back to natural order (None for Qwen2-VL)."""

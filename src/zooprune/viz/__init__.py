@@ -10,9 +10,9 @@ Python API::
 
 from __future__ import annotations
 
+from ..geometry import CropGeometry, View, crop_geometry
 from .compare import MethodRun, run_methods, sensitivity_report
-from .geometry import CropGeometry, crop_geometry
-from .layout import View, token_layout
+from .layout import token_layout
 from .overlay import heatmap, kept_mask, overlay
 
 __all__ = [

@@ -2,7 +2,8 @@
 
 ``overlay(image, report, processor)`` returns a new PIL image. For single-crop models
 (LLaVA-1.5) it is the size of ``image``; for anyres models (LLaVA-NeXT) it shows the base view
-and the high-res view side by side (see :mod:`zooprune.viz.layout`). In each view:
+and the high-res view side by side (each family's adapter lays its tokens out, see
+:mod:`zooprune.viz.layout`). In each view:
 
 * pixels of kept tokens are the original pixels, unchanged;
 * pixels of dropped tokens are ``round(pixel * dim)`` (darkened);
@@ -18,10 +19,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..geometry import View
 from ..report import PruneReport
-from .layout import View, image_processor_of, token_layout
+from .layout import token_layout
 
-__all__ = ["heatmap", "image_processor_of", "kept_mask", "overlay", "views_side_by_side"]
+__all__ = ["heatmap", "kept_mask", "overlay", "views_side_by_side"]
 
 #: Grey the unseen margins are blended towards, and how far.
 UNSEEN_GREY = 200
