@@ -8,11 +8,11 @@ import torch
 
 from zooprune.adapters import get_adapter
 from zooprune.config import PruneConfig
-from zooprune.generation import generate_pruned
 from zooprune.methods import METHODS
 from zooprune.methods.zoo import draw_directions, sensitivity
 from zooprune.pipeline import prepare as prepare_pruned
 from zooprune.testing.tiny import BUILDERS
+from zooprune.vlm import generate_pruned
 
 from .conftest import random_image
 

@@ -9,8 +9,8 @@ import torch
 
 from zooprune.adapters import get_adapter
 from zooprune.config import PruneConfig
-from zooprune.generation import generate_pruned
 from zooprune.pipeline import prepare as prepare_pruned
+from zooprune.vlm import generate_pruned
 
 
 def inputs_for(processor, images, prompts):

@@ -7,9 +7,9 @@ import torch
 
 from zooprune.adapters import get_adapter
 from zooprune.config import PruneConfig
-from zooprune.generation import generate_pruned
 from zooprune.methods import METHODS, list_methods
 from zooprune.pipeline import prepare as prepare_pruned
+from zooprune.vlm import generate_pruned
 
 ALL = METHODS.names()
 MERGING = {"pool", "visionzip"}  # methods that may place merged tokens in the image slot

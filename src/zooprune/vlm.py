@@ -1,19 +1,24 @@
-"""``zooprune.load``: a Hugging Face VLM plus its processor, pruning every ``generate`` call."""
+"""``zooprune.load``: a Hugging Face VLM plus its processor, pruning every ``generate`` call.
+
+The flow of one call: :meth:`PrunedVLM.generate` -> processor -> :func:`zooprune.pipeline.prepare`
+(encode, select, splice, reports) -> :func:`generate_pruned` (stock ``model.generate``, timed).
+"""
 
 from __future__ import annotations
 
 import copy
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch import nn
+from torch import Tensor, nn
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from .adapters import adapter_class, get_adapter
 from .config import CropBudget, Keep, PruneConfig
-from .generation import generate_pruned
 from .pipeline import PreparedInputs
 from .pipeline import prepare as prepare_pruned
 from .report import GenerationResult
@@ -48,6 +53,51 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: str | torch.device) -
             raise ValueError(f"unknown dtype {dtype!r}; use e.g. 'float32', 'bfloat16', 'float16' or 'auto'")
         return getattr(torch, dtype)
     return dtype
+
+
+class StepClock(LogitsProcessor):
+    """A no-op logits processor that records when each generation step's logits arrive."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.stamps: list[float] = []
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        self.stamps.append(time.perf_counter())
+        return scores
+
+    def split(self, end: float) -> dict[str, float]:
+        """``prefill`` = start to first logits (time to first token); ``decode`` = the rest (ms)."""
+        if not self.stamps:
+            return {"prefill": (end - self.start) * 1e3, "decode": 0.0}
+        return {"prefill": (self.stamps[0] - self.start) * 1e3, "decode": (end - self.stamps[0]) * 1e3}
+
+
+DEFAULT_GENERATION = {"max_new_tokens": 32, "do_sample": False}
+
+
+def generate_pruned(model: nn.Module, prepared: PreparedInputs, **generation_kwargs: Any) -> Tensor:
+    """``model.generate`` (stock) on the pruned ``inputs_embeds``; returns only the new tokens ``(B, T)``.
+
+    Fills ``prepared.timings`` (and each report's timings) with ``prefill`` and ``decode`` ms.
+    """
+    kwargs = {**DEFAULT_GENERATION, **generation_kwargs}
+    clock = StepClock()
+    processors = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
+    processors.append(clock)
+    with torch.no_grad():
+        clock.start = time.perf_counter()
+        with prepared.active():
+            new_tokens = model.generate(**prepared.model_kwargs(), logits_processor=processors, **kwargs)
+        end = time.perf_counter()
+    if not isinstance(new_tokens, Tensor):  # return_dict_in_generate=True
+        new_tokens = new_tokens.sequences
+    new_tokens = prepared.new_tokens(new_tokens)
+    split = clock.split(end)
+    prepared.timings.update(split)
+    for report in prepared.reports:
+        report.timings.update(split)
+    return new_tokens
 
 
 class PrunedVLM:

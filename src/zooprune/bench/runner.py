@@ -25,12 +25,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..config import Keep, resolve_budget
-from ..generation import generate_pruned
+from ..config import Keep
 from ..methods import get_method
 from ..methods.estimators import get_estimator, projector_kernel
 from ..pipeline import PreparedInputs
-from ..vlm import PrunedVLM
+from ..vlm import PrunedVLM, generate_pruned
 from .memory import PeakRSS
 
 
@@ -201,10 +200,6 @@ def text_tokens(vlm: PrunedVLM, image: Image.Image, prompt: str) -> tuple[int, i
     ids = inputs["input_ids"][0]
     visual = int((ids == vlm.adapter.image_token_id).sum())
     return int(ids.shape[0]), visual
-
-
-def expected_kept(keep: Keep, visual: int, method: str) -> int:
-    return resolve_budget(keep, visual) if get_method(method).prunes else visual
 
 
 def set_threads(threads: int | None) -> int:

@@ -14,9 +14,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ..generation import generate_pruned
 from ..pipeline import prepare
-from ..vlm import PrunedVLM
+from ..vlm import PrunedVLM, generate_pruned
 from .accounting import RequestTokens, request_tokens, split_reports
 from .batching import truncate_at_stop
 
