@@ -2,9 +2,11 @@
 
 ``python -m zooprune.testbed.report --model models/testbed-llava --n 600`` loads the model
 with ``AutoProcessor`` / ``LlavaForConditionalGeneration`` (offline), builds each prompt with
-the processor's chat template, and decodes greedily. Pruned variants keep a subset of the 196
-projected visual tokens (original order) and generate from ``inputs_embeds``:
-``random`` (uniform), ``norm`` (largest L2 norm of the projected token) and ``zero`` (none kept).
+the processor's chat template, and decodes greedily. ``none`` is that stock path
+(processor -> ``model.generate``). ``random`` (3 seeds) and ``norm`` (largest L2 norm of the
+projected token) go through the library (:class:`zooprune.vlm.PrunedVLM` on the same model):
+k = int(keep * 196) visual tokens, kept in their original order. ``zero`` (no visual tokens, not
+a library budget) is the stock path on the prompt with its image placeholders removed.
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ from PIL import Image
 from tqdm import tqdm
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
+from ..config import PruneConfig
+from ..vlm import PrunedVLM
 from .data import EVAL_SEED, make_samples
+
+#: Answer length of every variant (the testbed answers with one word).
+NEW_TOKENS = 3
+VARIANTS = ("none", "random0", "random1", "random2", "norm", "zero")
 
 
 def load(model_dir: str | Path) -> tuple[LlavaForConditionalGeneration, object]:
@@ -36,82 +44,58 @@ def prompt_inputs(processor: object, image: Image.Image, question: str) -> dict[
     return processor(images=image, text=prompt, return_tensors="pt")
 
 
-def _decode(processor: object, ids: torch.Tensor) -> str:
-    return processor.tokenizer.decode(ids, skip_special_tokens=True).strip()
-
-
 @torch.no_grad()
 def answer(model: LlavaForConditionalGeneration, processor: object, image: Image.Image, question: str) -> str:
     """Greedy answer through the stock path: processor -> ``model.generate``."""
     inputs = prompt_inputs(processor, image, question)
-    out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
-    return _decode(processor, out[0, inputs["input_ids"].shape[1] :])
+    out = model.generate(**inputs, max_new_tokens=NEW_TOKENS, do_sample=False)
+    return processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
 @torch.no_grad()
-def answer_pruned(
-    model: LlavaForConditionalGeneration,
-    processor: object,
-    image: Image.Image,
-    question: str,
-    method: str,
-    keep: float,
-    seed: int,
+def answer_without_image(
+    model: LlavaForConditionalGeneration, processor: object, image: Image.Image, question: str
 ) -> str:
-    """Greedy answer keeping ``round(keep * 196)`` visual tokens chosen by ``method``."""
-    inputs = prompt_inputs(processor, image, question)
-    ids = inputs["input_ids"][0]
-    feats = model.get_image_features(pixel_values=inputs["pixel_values"]).pooler_output[0]  # [196, d]
-    n = feats.shape[0]
-    k = round(keep * n)
-    if method == "random":
-        kept = np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
-    elif method == "norm":
-        kept = np.sort(torch.topk(feats.float().norm(dim=-1), k).indices.numpy())
-    else:
-        kept = np.array([], dtype=np.int64)
-    is_img = ids == model.config.image_token_id
-    first = int(is_img.nonzero()[0])
-    text_emb = model.get_input_embeddings()(ids)
-    emb = torch.cat([text_emb[:first], feats[torch.as_tensor(kept, dtype=torch.long)], text_emb[first + n :]])
+    """Greedy answer with zero visual tokens: the stock prompt minus its image placeholders
+    (``input_ids (1, T)`` -> ``(1, T - 196)``), no pixels, stock ``model.generate``."""
+    ids = prompt_inputs(processor, image, question)["input_ids"]  # (1, T)
+    text = ids[ids != model.config.image_token_id][None]  # (1, T - 196)
     out = model.generate(
-        inputs_embeds=emb[None].to(model.dtype),
-        attention_mask=torch.ones(1, emb.shape[0], dtype=torch.long),
-        max_new_tokens=3,
-        do_sample=False,
+        input_ids=text, attention_mask=torch.ones_like(text), max_new_tokens=NEW_TOKENS, do_sample=False
     )
-    return _decode(processor, out[0])
+    return processor.tokenizer.decode(out[0, text.shape[1] :], skip_special_tokens=True).strip()
+
+
+def answer_pruned(vlm: PrunedVLM, image: Image.Image, question: str) -> str:
+    """Greedy answer with the visual tokens ``vlm``'s method keeps (library budget and seed)."""
+    return vlm.generate([image], [question], max_new_tokens=NEW_TOKENS, do_sample=False).texts[0]
 
 
 def evaluate(model_dir: str | Path, n: int, seed: int, keep: float) -> dict[str, dict[str, float]]:
     """Per-family accuracy for none / random (3 seeds) / norm at ``keep`` / zero tokens.
 
-    Also ``none_correct_indices``: the sample indices the unpruned model answers correctly.
+    Random seed ``j`` of sample ``i`` is ``10 i + j``. Also ``none_correct_indices``: the sample
+    indices the unpruned model answers correctly.
     """
     model, processor = load(model_dir)
+    norm = PrunedVLM(model, processor, PruneConfig(method="norm", keep=keep))
+    rand = PrunedVLM(model, processor, PruneConfig(method="random", keep=keep))
     samples = make_samples(seed, n)
-    configs = ["none", "random0", "random1", "random2", "norm", "zero"]
-    hits: dict[str, dict[str, list[int]]] = {c: {} for c in configs}
+    hits: dict[str, dict[str, list[int]]] = {c: {} for c in VARIANTS}
+    correct: list[int] = []
     for i, s in enumerate(tqdm(samples, desc="report", mininterval=10)):
-        for c in configs:
-            if c == "none":
-                pred = answer(model, processor, s.image, s.question)
-            else:
-                method = c.rstrip("012")
-                pred = answer_pruned(
-                    model,
-                    processor,
-                    s.image,
-                    s.question,
-                    method,
-                    keep,
-                    seed=i * 10 + int(c[-1:] or 0) if method == "random" else 0,
-                )
-            hits[c].setdefault(s.family, []).append(int(pred == s.answer))
+        preds = {
+            "none": answer(model, processor, s.image, s.question),
+            "norm": answer_pruned(norm, s.image, s.question),
+            "zero": answer_without_image(model, processor, s.image, s.question),
+        }
+        for j in range(3):
+            preds[f"random{j}"] = answer_pruned(rand.configure(seed=i * 10 + j), s.image, s.question)
+        for c in VARIANTS:
+            hits[c].setdefault(s.family, []).append(int(preds[c] == s.answer))
+        if preds["none"] == s.answer:
+            correct.append(i)
     out: dict[str, dict[str, float]] = {}
-    order = [s.family for s in samples]
-    flat = {f: iter(v) for f, v in hits["none"].items()}
-    correct = [i for i, f in enumerate(order) if next(flat[f])]
     for c, fam in hits.items():
         row = {f: float(np.mean(v)) for f, v in sorted(fam.items())}
         row["overall"] = float(np.mean([x for v in fam.values() for x in v]))
