@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-
-def parse_list(text: str) -> list[str]:
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise ValueError(f"empty list: {text!r}")
-    return items
+from .args import parse_list
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -68,10 +63,10 @@ def handle(args: argparse.Namespace) -> int:
     dtype = getattr(torch, args.dtype, None)
     if not isinstance(dtype, torch.dtype):
         raise ValueError(f"unknown dtype {args.dtype!r}; use float32, bfloat16 or float16")
-    methods = [get_method(m).name for m in parse_list(args.methods)]
-    keeps = [parse_keep(k) for k in parse_list(args.keep)]
+    methods = [get_method(m).name for m in parse_list(args.methods, "--methods")]
+    keeps = [parse_keep(k) for k in parse_list(args.keep, "--keep")]
     estimators = (
-        None if args.estimator is None else [get_estimator(e).name for e in parse_list(args.estimator)]
+        None if args.estimator is None else [get_estimator(e).name for e in parse_list(args.estimator, "--estimator")]
     )
     run_bench(
         model=args.model,

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..config import parse_keep
+from .args import parse_list
 from .common import DEFAULT_MODEL, add_model_args, method_options, resolve_model
 
 DEFAULT_KEEPS = "0.333,0.222,0.111,0.056"
@@ -59,13 +60,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=handle)
 
 
-def parse_list(text: str) -> list[str]:
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise ValueError(f"empty list: {text!r}")
-    return items
-
-
 def handle(args: argparse.Namespace) -> int:
     from ..eval.cache import PredictionCache
     from ..eval.data import generated_items, jsonl_items
@@ -76,8 +70,8 @@ def handle(args: argparse.Namespace) -> int:
     from ..testbed import EVAL_SEED
     from ..vlm import load
 
-    methods = [get_method(m).name for m in parse_list(args.methods)]  # unknown names fail here
-    keeps = [parse_keep(k) for k in parse_list(args.keep)]
+    methods = [get_method(m).name for m in parse_list(args.methods, "--methods")]  # unknown names fail here
+    keeps = [parse_keep(k) for k in parse_list(args.keep, "--keep")]
     if args.num_samples < 1 or args.batch_size < 1:
         raise ValueError("--num-samples and --batch-size must be >= 1")
     model_path = resolve_model(args.model)

@@ -47,11 +47,10 @@ def handle(args: argparse.Namespace) -> int:
     from ..viz import run_methods, sensitivity_report
     from ..viz.figure import comparison_figure, save_figure
     from ..vlm import load, open_image
+    from .args import parse_list
     from .common import resolve_model
 
-    methods = [get_method(m.strip()).name for m in args.methods.split(",") if m.strip()]
-    if not methods:
-        raise ValueError("--methods is empty")
+    methods = [get_method(m).name for m in parse_list(args.methods, "--methods")]
     image = open_image(args.image)
     vlm = load(
         resolve_model(args.model),
