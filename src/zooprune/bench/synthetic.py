@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
-from ..testing.llava import LlavaShape, build_llava, llava_config
+from ..testing.llava import VISION_FIELDS, LlavaShape, build_llava, llava_config
 from ..testing.tiny import llava_processor, word_tokenizer
 from .flops import LMShape, lm_shape
 
@@ -100,16 +100,8 @@ def synthetic_llava(
 def shape_of_model(model: Any) -> Shape:
     """The :class:`Shape` of a loaded LLaVA model (for FLOPs and KV-cache sizes of ``--model``)."""
     vision, lm = model.config.vision_config, lm_shape(model.config)
-    return Shape(
-        image_size=vision.image_size,
-        patch_size=vision.patch_size,
-        vision_hidden=vision.hidden_size,
-        vision_intermediate=vision.intermediate_size,
-        vision_layers=vision.num_hidden_layers,
-        vision_heads=vision.num_attention_heads,
-        **asdict(lm),
-        full_layers=lm.layers,
-    )
+    widths = {name: getattr(vision, hf) for name, hf in VISION_FIELDS.items()}
+    return Shape(**widths, **asdict(lm), full_layers=lm.layers)
 
 
 def shape_dict(shape: Shape) -> dict[str, int]:

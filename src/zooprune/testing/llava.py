@@ -49,29 +49,45 @@ class LlavaShape:
         return (self.image_size // self.patch_size) ** 2
 
 
+#: :class:`LlavaShape` field -> ``CLIPVisionConfig`` attribute.
+VISION_FIELDS = {
+    "image_size": "image_size",
+    "patch_size": "patch_size",
+    "vision_hidden": "hidden_size",
+    "vision_intermediate": "intermediate_size",
+    "vision_layers": "num_hidden_layers",
+    "vision_heads": "num_attention_heads",
+}
+#: :class:`LlavaShape` field -> language-model config attribute (Llama, Qwen2, Gemma 3 alike).
+TEXT_FIELDS = {
+    "vocab": "vocab_size",
+    "hidden": "hidden_size",
+    "intermediate": "intermediate_size",
+    "layers": "num_hidden_layers",
+    "heads": "num_attention_heads",
+    "kv_heads": "num_key_value_heads",
+}
+
+
+def vision_widths(shape: LlavaShape) -> dict[str, int]:
+    """``shape``'s vision-tower widths under their HF config names."""
+    return {hf: getattr(shape, name) for name, hf in VISION_FIELDS.items()}
+
+
+def text_widths(shape: LlavaShape) -> dict[str, int]:
+    """``shape``'s language-model widths under their HF config names."""
+    return {hf: getattr(shape, name) for name, hf in TEXT_FIELDS.items()}
+
+
 def vision_config(shape: LlavaShape, **extra: int) -> CLIPVisionConfig:
     """The CLIP vision-tower config of ``shape`` (``extra``: e.g. ``projection_dim``)."""
-    return CLIPVisionConfig(
-        hidden_size=shape.vision_hidden,
-        intermediate_size=shape.vision_intermediate,
-        num_hidden_layers=shape.vision_layers,
-        num_attention_heads=shape.vision_heads,
-        image_size=shape.image_size,
-        patch_size=shape.patch_size,
-        hidden_act="quick_gelu",
-        **extra,
-    )
+    return CLIPVisionConfig(**vision_widths(shape), hidden_act="quick_gelu", **extra)
 
 
 def text_config(shape: LlavaShape, tokenizer: PreTrainedTokenizerFast, max_positions: int = 512) -> LlamaConfig:
     """The Llama config of ``shape``, special-token ids taken from ``tokenizer``."""
     return LlamaConfig(
-        vocab_size=shape.vocab,
-        hidden_size=shape.hidden,
-        intermediate_size=shape.intermediate,
-        num_hidden_layers=shape.layers,
-        num_attention_heads=shape.heads,
-        num_key_value_heads=shape.kv_heads,
+        **text_widths(shape),
         max_position_embeddings=max_positions,
         tie_word_embeddings=False,
         pad_token_id=tokenizer.pad_token_id,

@@ -24,7 +24,7 @@ from transformers import (
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
-from .llava import LlavaShape, build_llava, llava_config, text_config, vision_config
+from .llava import LlavaShape, build_llava, llava_config, text_config, text_widths, vision_config
 
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<s>", "</s>", "<image>"]
 WORDS = (
@@ -202,12 +202,7 @@ def tiny_qwen2_vl(seed: int = 0, family: str = "qwen2_vl") -> tuple[torch.nn.Mod
     )
     ids = tokenizer.convert_tokens_to_ids
     text = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
+        **text_widths(tiny_shape(tokenizer)),
         "rope_parameters": {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0},
         "bos_token_id": None,
         "eos_token_id": tokenizer.eos_token_id,
@@ -356,12 +351,7 @@ def tiny_gemma3(seed: int = 0) -> tuple[torch.nn.Module, object]:
     )
     ids = tokenizer.convert_tokens_to_ids
     text = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
+        **text_widths(tiny_shape(tokenizer)),
         "head_dim": 16,
         "sliding_window": 512,
         "pad_token_id": tokenizer.pad_token_id,
