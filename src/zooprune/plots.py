@@ -16,13 +16,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .results import UNPRUNED, Results, read_results, with_time_ms
+from .results import Results, read_results, unpruned, with_time_ms
 
 #: Bench phases that accuracy is plotted against, and their axis labels.
 TIME_AXES = {"prefill": "prefill time", "ttft": "time to first token"}
 #: Size (inches) and resolution of the line charts: 910 x 585 pixels.
 LINE_FIGSIZE = (7, 4.5)
 LINE_DPI = 130
+#: The method drawn with a thick line (the paper's); others get a thin one.
+HIGHLIGHT = "zoo"
 
 
 def pyplot() -> Any:
@@ -63,25 +65,32 @@ def save_line_chart(fig: Any, ax: Any, xlabel: str, ylabel: str, path: str | Pat
     return save(fig, [path.with_suffix(".png"), path.with_suffix(".svg")], dpi=LINE_DPI)
 
 
+def line_width(method: str, highlight: str) -> float:
+    """Thick for the ``highlight`` method, thin for the rest."""
+    return 2.5 if method == highlight else 1.3
+
+
 def layer_averaged_tokens(summary: dict[str, Any]) -> float:
     """Visual tokens averaged over LLM layers (equal to kept tokens for pre-LLM methods)."""
     return summary.get("mean_equivalent_tokens", summary["mean_kept_tokens"])
 
 
-def plot_accuracy_vs_budget(summaries: list[dict[str, Any]], path: str | Path, title: str = "") -> list[Path]:
+def plot_accuracy_vs_budget(
+    summaries: list[dict[str, Any]], path: str | Path, title: str = "", highlight: str = HIGHLIGHT
+) -> list[Path]:
     """Accuracy (%) against mean visual tokens (log scale), one line per method; the unpruned model
     is a dashed line. Writes PNG and SVG; returns their paths."""
     fig, ax = line_axes(title or "accuracy vs. visual-token budget")
     for method in dict.fromkeys(s["method"] for s in summaries):
         rows = sorted((s for s in summaries if s["method"] == method), key=layer_averaged_tokens)
-        if method == UNPRUNED:
+        if unpruned(method):
             ax.axhline(100 * rows[0]["accuracy"], color="black", ls="--", lw=1, label="unpruned")
             continue
         ax.plot(
             [layer_averaged_tokens(r) for r in rows],
             [100 * r["accuracy"] for r in rows],
             marker="o",
-            lw=2.5 if method == "zoo" else 1.3,
+            lw=line_width(method, highlight),
             label=method,
         )
     ax.set_xscale("log")
@@ -90,7 +99,7 @@ def plot_accuracy_vs_budget(summaries: list[dict[str, Any]], path: str | Path, t
 
 
 def plot_accuracy_vs(
-    rows: list[dict[str, Any]], x: str, xlabel: str, path: str | Path, title: str
+    rows: list[dict[str, Any]], x: str, xlabel: str, path: str | Path, title: str, highlight: str = HIGHLIGHT
 ) -> list[Path]:
     """Accuracy (%) against ``row[x]``, one line per method (budgets joined in order of ``x``);
     the unpruned model is a black star. Writes PNG and SVG; returns their paths."""
@@ -98,10 +107,10 @@ def plot_accuracy_vs(
     for method in dict.fromkeys(r["method"] for r in rows):
         points = sorted((r for r in rows if r["method"] == method), key=lambda r: r[x])
         xs, ys = [r[x] for r in points], [100 * r["accuracy"] for r in points]
-        if method == UNPRUNED:
+        if unpruned(method):
             ax.scatter(xs, ys, marker="*", s=160, color="black", zorder=3, label="unpruned")
         else:
-            ax.plot(xs, ys, marker="o", lw=2.5 if method == "zoo" else 1.3, label=method)
+            ax.plot(xs, ys, marker="o", lw=line_width(method, highlight), label=method)
     return save_line_chart(fig, ax, xlabel, "accuracy (%)", path)
 
 
@@ -115,7 +124,7 @@ def plot_prefill_vs_budget(rows: list[dict[str, Any]], path: str | Path, title: 
         families.setdefault(name, []).append(row)
     for name, group in families.items():
         group = sorted(group, key=lambda r: r["kept_tokens"])
-        if name == UNPRUNED:
+        if unpruned(group[0]["method"]):
             ax.axhline(group[0]["ms"]["prefill"], color="black", ls="--", lw=1, label="unpruned")
             continue
         ax.plot(

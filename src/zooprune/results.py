@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .methods import get_method
 from .methods.estimators import DEFAULT_ESTIMATOR
-
-UNPRUNED = "none"
 
 
 @dataclass
@@ -61,11 +60,23 @@ def read_results(paths: list[str | Path]) -> Results:
     return out
 
 
+def keep_label(method: str, keep: Any) -> str:
+    """How a budget is written in results: ``"all"`` for the unpruned model, ``str(keep)`` else."""
+    return "all" if unpruned(method) else str(keep)
+
+
 def keep_key(method: str, keep: Any) -> tuple[str, str]:
-    """``(method, budget)`` as eval writes it: ``"all"`` for the unpruned model, ``str(keep)`` else."""
-    if method == UNPRUNED:
-        return method, "all"
-    return method, str(keep)
+    """``(method, budget)`` as eval writes it (see :func:`keep_label`)."""
+    return method, keep_label(method, keep)
+
+
+def unpruned(method: str) -> bool:
+    """Whether ``method`` is the unpruned reference (a registered method that keeps every token);
+    names no longer registered (older result files) count as pruning methods."""
+    try:
+        return not get_method(method).prunes
+    except KeyError:
+        return False
 
 
 def with_time_ms(results: Results, phase: str = "prefill") -> list[dict[str, Any]]:

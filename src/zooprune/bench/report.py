@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..results import unpruned
 from .flops import LMShape, kv_cache_bytes, llama_prefill_macs, prefill_flops
 from .runner import PHASES, CaseResult
 from .synthetic import Shape
@@ -41,7 +42,7 @@ def build_rows(
     ``lm_prefill``), so fixed costs (embedding, lm_head, generate set-up) are counted once.
     """
     base = results[0]
-    if base.case.method != "none":
+    if not unpruned(base.case.method):
         raise ValueError("the first bench result must be the unpruned baseline ('none')")
     lm_built, lm_full = shape.lm(), shape.lm(shape.full_layers)
     rows: list[dict[str, Any]] = []

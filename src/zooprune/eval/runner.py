@@ -10,24 +10,18 @@ from tqdm.auto import tqdm
 from ..bench.flops import LMShape, lm_shape, prefill_flops
 from ..config import Keep
 from ..report import PruneReport
+from ..results import keep_label, unpruned
 from ..vlm import PrunedVLM
 from .cache import PredictionCache
 from .data import EvalItem
 from .metrics import accuracy_by_family, is_correct
-
-UNPRUNED = "none"
-
-
-def keep_label(method: str, keep: Keep) -> str:
-    """How a budget is written in results: ``"all"`` for the unpruned model, else the number."""
-    return "all" if method == UNPRUNED else str(keep)
 
 
 def configurations(methods: Sequence[str], keeps: Sequence[Keep]) -> list[tuple[str, Keep]]:
     """(method, keep) pairs; the unpruned model is evaluated once, not once per budget."""
     pairs: list[tuple[str, Keep]] = []
     for method in methods:
-        pairs += [(method, 1.0)] if method == UNPRUNED else [(method, k) for k in keeps]
+        pairs += [(method, 1.0)] if unpruned(method) else [(method, k) for k in keeps]
     return pairs
 
 
@@ -113,6 +107,6 @@ def report_prefill_flops(report: PruneReport, shape: LMShape) -> float:
 
 def add_relative(summaries: list[dict[str, Any]]) -> None:
     """The paper's "Rel." column: accuracy as a percentage of the unpruned model's (if evaluated)."""
-    base = next((s["accuracy"] for s in summaries if s["method"] == UNPRUNED), None)
+    base = next((s["accuracy"] for s in summaries if unpruned(s["method"])), None)
     for s in summaries:
         s["relative"] = None if not base else 100.0 * s["accuracy"] / base
