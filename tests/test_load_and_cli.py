@@ -142,6 +142,8 @@ def test_methods_command_lists_the_registry(capsys):
     out = capsys.readouterr().out
     for name in zooprune.list_methods():
         assert name in out
+    assert "options: estimator=None, num_directions=64, step=0.01, chunk_size=None" in out  # typed options
+    assert "options: layer=2, pivot_image_tokens=4, pivot_text_tokens=4" in out
 
 
 def test_make_tiny_writes_a_loadable_checkpoint(tmp_path, images):
