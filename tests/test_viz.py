@@ -160,7 +160,7 @@ def test_sensitivity_is_scored_when_zoo_was_not_run(tiny_llava_dir) -> None:
     runs = run_methods(vlm, image, "describe this picture", ["random"], 4, 1)
     report = sensitivity_report(vlm, image, "describe this picture", runs)
     assert report.method == "zoo" and report.scores is not None and report.scores.shape == (16,)
-    assert vlm.config.method == "random"  # the scoring pass leaves the configuration alone
+    assert vlm.config.method == "divprune"  # the runs and the scoring pass leave the configuration alone
 
 
 def test_viz_command_writes_the_figure(tiny_llava_dir, tmp_path, capsys) -> None:

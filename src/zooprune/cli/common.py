@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..config import parse_keep
@@ -67,6 +68,28 @@ def method_options(args: argparse.Namespace) -> dict[str, float | int | str]:
         opts["num_directions"] = args.num_directions
     if args.step is not None:
         opts["step"] = args.step
+    return opts
+
+
+def estimator_options(args: argparse.Namespace, methods: Iterable[str]) -> dict[str, float | int | str]:
+    """``--estimator`` / ``--num-directions`` / ``--step`` for commands that compare ``methods``: they
+    go only to the methods whose metadata says ``takes_estimator`` (the others run with their
+    defaults), so they are checked here, once, against those methods' options (a clear error, e.g.
+    for ``--num-directions`` with the closed-form estimator, or when no method takes an estimator).
+    """
+    from ..methods import get_method
+
+    opts = method_options(args)
+    names = list(methods)
+    takers = [spec for spec in map(get_method, names) if spec.takes_estimator]
+    if opts and not takers:
+        flags = ", ".join("--" + key.replace("_", "-") for key in opts)
+        raise ValueError(
+            f"{flags}: only methods that take a sensitivity estimator use these, and none of "
+            f"{', '.join(names)} does"
+        )
+    for spec in takers:
+        spec.parse_options(opts)  # raises naming the option and the method
     return opts
 
 

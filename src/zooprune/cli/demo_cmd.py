@@ -31,21 +31,24 @@ def handle(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..demo.app import build_app
+    from ..methods import list_methods
     from ..vlm import load
-    from .common import method_options, resolve_model
+    from .common import estimator_options, resolve_model
 
     if importlib.util.find_spec("gradio") is None:
         raise ValueError("the demo needs gradio: pip install 'zooprune[demo]'")
+    options = estimator_options(args, list_methods())  # any method can be picked in the app
     model = resolve_model(args.model)
     vlm = load(
-        model,
-        seed=args.seed,
-        device=args.device,
-        dtype=args.dtype,
-        trust_remote_code=args.trust_remote_code,
-        **method_options(args),
+        model, seed=args.seed, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code
     )
-    app = build_app(vlm, model_name=Path(model).name, keep=args.keep, max_new_tokens=args.max_new_tokens)
+    app = build_app(
+        vlm,
+        model_name=Path(model).name,
+        keep=args.keep,
+        max_new_tokens=args.max_new_tokens,
+        estimator_options=options,
+    )
     print(f"zooprune demo: serving {model} on http://{args.host}:{args.port}", flush=True)
     app.queue().launch(server_name=args.host, server_port=args.port, share=False, show_error=True)
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_model_args, keep_arg, method_options
+from .common import add_model_args, estimator_options, keep_arg
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -45,12 +45,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def handle(args: argparse.Namespace) -> int:
     from ..methods import get_method
     from ..viz import run_methods, sensitivity_report
+    from ..viz.compare import SENSITIVITY_METHOD
     from ..viz.figure import comparison_figure, save_figure
     from ..vlm import load, open_image
     from .args import parse_list
     from .common import resolve_model
 
     methods = [get_method(m).name for m in parse_list(args.methods, "--methods")]
+    heatmap_methods = [] if args.no_heatmap else [SENSITIVITY_METHOD]
+    options = estimator_options(args, methods + heatmap_methods)  # for the estimator methods only
     image = open_image(args.image)
     vlm = load(
         resolve_model(args.model),
@@ -60,15 +63,23 @@ def handle(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         trust_remote_code=args.trust_remote_code,
-        **method_options(args),
     )
-    runs = run_methods(vlm, image, args.prompt, methods, args.keep, args.max_new_tokens, keep_going=True)
+    runs = run_methods(
+        vlm,
+        image,
+        args.prompt,
+        methods,
+        args.keep,
+        args.max_new_tokens,
+        keep_going=True,
+        estimator_options=options,
+    )
     if all(run.report is None for run in runs):
         raise ValueError("no method could run: " + "; ".join(f"{r.method}: {r.error}" for r in runs))
     sensitivity = None
     if not args.no_heatmap:
         try:
-            sensitivity = sensitivity_report(vlm, image, args.prompt, runs)
+            sensitivity = sensitivity_report(vlm, image, args.prompt, runs, options)
         except ValueError as err:
             print(f"zooprune viz: warning: no sensitivity heatmap: {err}", file=sys.stderr)
     fig = comparison_figure(image, runs, vlm.processor, sensitivity, prompt=args.prompt, dpi=args.dpi)

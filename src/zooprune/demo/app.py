@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..methods import list_methods
+from ..methods import get_method, list_methods
 from .compare import compare
 
 if TYPE_CHECKING:
@@ -30,16 +31,25 @@ def visual_tokens(vlm: PrunedVLM) -> int:
     return per_crop * (1 + crops)
 
 
-def build_app(vlm: PrunedVLM, model_name: str = "", keep: int = 64, max_new_tokens: int = 16) -> Any:
-    """A ``gradio.Blocks`` app around ``vlm`` (gradio is imported here, on call)."""
+def build_app(
+    vlm: PrunedVLM,
+    model_name: str = "",
+    keep: int = 64,
+    max_new_tokens: int = 16,
+    estimator_options: Mapping[str, Any] | None = None,
+) -> Any:
+    """A ``gradio.Blocks`` app around ``vlm`` (gradio is imported here, on call); ``vlm`` is never
+    reconfigured. ``estimator_options`` go to the methods that take a sensitivity estimator."""
     import gradio as gr
 
     total = visual_tokens(vlm)
-    methods = [m for m in list_methods() if m != "none"]
+    methods = [m for m in list_methods() if get_method(m).prunes]
 
     def run(image: Any, question: str, chosen: list[str], budget: float) -> tuple[Any, str]:
         try:
-            return compare(vlm, image, question, chosen, int(budget), max_new_tokens)
+            return compare(
+                vlm, image, question, chosen, int(budget), max_new_tokens, estimator_options=estimator_options
+            )
         except ValueError as err:
             raise gr.Error(str(err)) from None
 
@@ -70,7 +80,7 @@ def build_app(vlm: PrunedVLM, model_name: str = "", keep: int = 64, max_new_toke
                 )
                 table = gr.Markdown(elem_id="results")
         inputs = [image, question, chosen, budget]
-        # one request at a time: the methods reconfigure the one shared model
+        # one request at a time: every request runs on the one shared model
         button.click(run, inputs, [gallery, table], concurrency_limit=1)
         question.submit(run, inputs, [gallery, table], concurrency_limit=1)
     return app

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
@@ -53,9 +54,11 @@ def compare(
     keep: int,
     max_new_tokens: int = 16,
     with_heatmap: bool = True,
+    estimator_options: Mapping[str, Any] | None = None,
 ) -> tuple[list[tuple[Image.Image, str]], str]:
     """Run ``methods`` at ``keep`` tokens: ``(gallery, table)`` with one captioned overlay per
-    method (plus the zoo sensitivity heatmap) and the Markdown results table."""
+    method (plus the zoo sensitivity heatmap) and the Markdown results table. ``vlm`` is left as
+    it was; ``estimator_options`` go to the methods that take a sensitivity estimator only."""
     if image is None:
         raise ValueError("upload an image first")
     if not question or not question.strip():
@@ -64,7 +67,14 @@ def compare(
         raise ValueError("pick at least one method")
     image = image.convert("RGB")
     runs = run_methods(
-        vlm, image, question.strip(), list(methods), int(keep), max_new_tokens, keep_going=True
+        vlm,
+        image,
+        question.strip(),
+        list(methods),
+        int(keep),
+        max_new_tokens,
+        keep_going=True,
+        estimator_options=estimator_options,
     )
     gallery = [
         (
@@ -77,7 +87,7 @@ def compare(
     table = results_table(runs)
     if with_heatmap:
         try:
-            report = sensitivity_report(vlm, image, question.strip(), runs)
+            report = sensitivity_report(vlm, image, question.strip(), runs, estimator_options)
         except ValueError as err:  # zoo cannot score this model: say so instead of failing
             return gallery, f"{table}\n\nno sensitivity heatmap: {err}"
         gallery.append(

@@ -1,19 +1,25 @@
-"""Run several methods on one image and prompt: the answers and reports that figures and the demo show."""
+"""Run several methods on one image and prompt: the answers and reports that figures and the demo show.
+
+Nothing here changes the :class:`~zooprune.PrunedVLM` it is given: each method runs on
+``vlm.using(method=..., keep=...)``, a copy sharing the model with its own configuration.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from ..config import Keep
+from ..methods import get_method
 from ..report import PruneReport
 
 if TYPE_CHECKING:
     from ..vlm import PrunedVLM
 
-#: The method whose scores are drawn as the sensitivity heatmap.
+#: The method run for the sensitivity heatmap when no method that takes an estimator was run.
 SENSITIVITY_METHOD = "zoo"
 
 
@@ -40,6 +46,13 @@ class MethodRun:
         )
 
 
+def comparison_options(method: str, estimator_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The options ``method`` runs with in a comparison: ``estimator_options`` (e.g.
+    ``{"estimator": "central", "num_directions": 16}``) if its metadata says it ``takes_estimator``,
+    else none (its defaults). Raises ``KeyError`` for an unknown method."""
+    return dict(estimator_options or {}) if get_method(method).takes_estimator else {}
+
+
 def run_methods(
     vlm: PrunedVLM,
     image: Image.Image,
@@ -48,21 +61,26 @@ def run_methods(
     keep: Keep,
     max_new_tokens: int = 16,
     keep_going: bool = False,
+    estimator_options: Mapping[str, Any] | None = None,
 ) -> list[MethodRun]:
-    """Answer ``prompt`` about ``image`` once per method at budget ``keep`` (the vlm's seed and
-    options stay as configured; its method and budget are left at the last method's).
+    """Answer ``prompt`` about ``image`` once per method at budget ``keep``, with the vlm's seed and
+    crop budget; ``vlm`` itself is left as it was (each method runs on ``vlm.using(...)``).
 
-    With ``keep_going``, a method that fails with a ``ValueError`` / ``KeyError`` (unknown method,
-    a method the model family cannot run) gives a run with ``error`` set instead of raising.
+    Args:
+        estimator_options: options of the sensitivity estimator, given only to the methods that
+            take one (``takes_estimator``); every other method runs with its default options.
+        keep_going: a method that fails with a ``ValueError`` / ``KeyError`` / ``TypeError``
+            (unknown method, a method the model family cannot run, a bad option) gives a run with
+            ``error`` set instead of raising.
     """
     if not methods:
         raise ValueError("give at least one method")
     runs = []
     for method in methods:
         try:
-            vlm.configure(method=method, keep=keep)
-            result = vlm.generate([image], [prompt], max_new_tokens=max_new_tokens)
-        except (ValueError, KeyError) as err:
+            trial = vlm.using(method=method, keep=keep, **comparison_options(method, estimator_options))
+            result = trial.generate([image], [prompt], max_new_tokens=max_new_tokens)
+        except (ValueError, KeyError, TypeError) as err:
             if not keep_going:
                 raise
             message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
@@ -72,16 +90,21 @@ def run_methods(
     return runs
 
 
-def sensitivity_report(vlm: PrunedVLM, image: Image.Image, prompt: str, runs: list[MethodRun]) -> PruneReport:
-    """The zoo report among ``runs`` or, when zoo was not run (or kept every token, which skips
-    scoring), a zoo scoring pass at a budget of one token (no generation; scores do not depend
-    on the budget)."""
+def sensitivity_report(
+    vlm: PrunedVLM,
+    image: Image.Image,
+    prompt: str,
+    runs: list[MethodRun],
+    estimator_options: Mapping[str, Any] | None = None,
+) -> PruneReport:
+    """Per-token sensitivities to draw as a heatmap: the first report in ``runs`` whose method takes
+    a sensitivity estimator (``takes_estimator``: its scores are sensitivities) or, when none was run
+    (or it kept every token, which skips scoring), a zoo scoring pass with ``estimator_options`` at a
+    budget of one token (no generation; scores do not depend on the budget). ``vlm`` is left as it was.
+    """
     for run in runs:
-        if run.method == SENSITIVITY_METHOD and run.report is not None and run.report.scores is not None:
-            return run.report
-    previous = vlm.config
-    try:
-        vlm.configure(method=SENSITIVITY_METHOD, keep=1)
-        return vlm.prepare([image], [prompt]).reports[0]
-    finally:
-        vlm.config = previous
+        report = run.report
+        if report is not None and report.scores is not None and get_method(report.method).takes_estimator:
+            return report
+    options = comparison_options(SENSITIVITY_METHOD, estimator_options)
+    return vlm.using(method=SENSITIVITY_METHOD, keep=1, **options).prepare([image], [prompt]).reports[0]
