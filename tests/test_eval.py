@@ -17,14 +17,21 @@ SETTINGS = {"model": "tiny", "testbed_seed": 7, "num_samples": 10}
 
 
 def run(vlm, items, cache, calls=None):
-    if calls is not None:
-        original = vlm.generate
+    if calls is not None:  # count the prompts each configuration (a vlm.using copy) generates
+        original_using = vlm.using
 
-        def counting(images, prompts, **kw):
-            calls.append(len(prompts))
-            return original(images, prompts, **kw)
+        def using(**changes):
+            trial = original_using(**changes)
+            original = trial.generate
 
-        vlm.generate = counting
+            def counting(images, prompts, **kw):
+                calls.append(len(prompts))
+                return original(images, prompts, **kw)
+
+            trial.generate = counting
+            return trial
+
+        vlm.using = using
     return evaluate(vlm, items, ["none", "zoo", "random"], [0.5, 4], cache, batch_size=3, progress=False)
 
 
@@ -42,6 +49,26 @@ def test_resume_after_a_kill_gives_identical_results(tiny_llava_dir, tmp_path):
     assert resumed == full
     assert sum(calls) == 50 - 23  # finished predictions were not recomputed
     assert len(path.read_text().splitlines()) == 1 + 50
+
+
+def test_evaluate_leaves_the_model_as_it_was_and_routes_estimator_options(tiny_llava_dir, tmp_path):
+    vlm = zooprune.load(tiny_llava_dir, method="divprune", keep=3)
+    before = vlm.config
+    calls: list[dict] = []
+    original = vlm.using
+
+    def spy(**changes):
+        calls.append(changes)
+        return original(**changes)
+
+    vlm.using = spy
+    options = {"estimator": "central", "num_directions": 4}
+    cache = PredictionCache(tmp_path / "p.jsonl", SETTINGS)
+    evaluate(vlm, generated_items(7, 2), ["none", "zoo", "random"], [4], cache, progress=False, estimator_options=options)
+    assert vlm.config == before
+    by_method = {c["method"]: c for c in calls}
+    assert by_method["zoo"]["estimator"] == "central" and by_method["zoo"]["num_directions"] == 4
+    assert "estimator" not in by_method["random"] and "estimator" not in by_method["none"]
 
 
 def test_cache_refuses_other_settings(tmp_path):
@@ -125,6 +152,8 @@ def test_cli_eval_end_to_end(tiny_llava_dir, tmp_path, capsys):
         (["--model", "/no/such/dir"], "model directory not found"),
         (["--keep", "0.5,abc"], "bad budget 'abc'"),
         (["--keep", "2.5"], "keep ratio must be in"),
+        (["--methods", "none,divprune", "--estimator", "central"], "only methods that take a sensitivity estimator"),
+        (["--methods", "none,zoo", "--num-directions", "8"], "'num_directions' of method 'zoo' is ignored"),
     ],
 )
 def test_cli_eval_errors(tiny_llava_dir, tmp_path, capsys, extra, message):

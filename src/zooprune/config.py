@@ -110,3 +110,12 @@ class PruneConfig:
         if "method" in changes and "options" not in changes:
             changes["options"] = None
         return dataclasses.replace(self, **changes)
+
+
+def comparison_options(method: str, estimator_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The options ``method`` runs with in a comparison: ``estimator_options`` (e.g.
+    ``{"estimator": "central", "num_directions": 16}``) if its metadata says it ``takes_estimator``,
+    else none (its defaults). Raises ``KeyError`` for an unknown method."""
+    from .methods import get_method
+
+    return dict(estimator_options or {}) if get_method(method).takes_estimator else {}

@@ -125,7 +125,7 @@ def run_once(
     vlm: PrunedVLM, case: Case, image: Image.Image, prompt: str, new_tokens: int, result: CaseResult
 ) -> float:
     """One generation of ``case``; its phases are appended to ``result``. Returns e2e ms."""
-    vlm.configure(method=case.method, keep=case.keep, **case.options())
+    vlm = vlm.using(method=case.method, keep=case.keep, **case.options())  # the caller's stays as it was
     gen = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False}
     layer = prune_layer(vlm, case)
     with PeakRSS() as mem:

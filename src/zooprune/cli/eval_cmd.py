@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..config import parse_keep
 from .args import parse_list
-from .common import DEFAULT_MODEL, add_model_args, method_options, resolve_model
+from .common import DEFAULT_MODEL, add_model_args, estimator_options, resolve_model
 
 DEFAULT_KEEPS = "0.333,0.222,0.111,0.056"
 
@@ -82,7 +82,7 @@ def handle(args: argparse.Namespace) -> int:
     else:
         items = generated_items(data_seed, args.num_samples)
         source = {"testbed_seed": data_seed, "num_samples": len(items)}
-    options = method_options(args)
+    options = estimator_options(args, methods)  # for the methods that take an estimator only
     settings = {
         "model": str(Path(model_path).resolve()) if Path(model_path).exists() else model_path,
         **source,
@@ -93,7 +93,7 @@ def handle(args: argparse.Namespace) -> int:
     }
     output = Path(args.output)
     cache = PredictionCache(output.with_suffix(".predictions.jsonl"), settings)
-    vlm = load(model_path, method="none", seed=args.seed, device=args.device, dtype=args.dtype, **options)
+    vlm = load(model_path, method="none", seed=args.seed, device=args.device, dtype=args.dtype)
     summaries = evaluate(
         vlm,
         items,
@@ -104,6 +104,7 @@ def handle(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
         progress=not args.no_progress,
+        estimator_options=options,
     )
     plots = plot_accuracy_vs_budget(
         summaries, output.with_name(output.stem + "_accuracy_vs_budget"), title=Path(model_path).name

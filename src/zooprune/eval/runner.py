@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from ..bench.flops import LMShape, lm_shape, prefill_flops
-from ..config import Keep
+from ..config import Keep, comparison_options
 from ..report import PruneReport
 from ..results import keep_label, unpruned
 from ..vlm import PrunedVLM
@@ -36,8 +36,12 @@ def evaluate(
     max_new_tokens: int = 4,
     seed: int = 0,
     progress: bool = True,
+    estimator_options: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Predict every item under every (method, keep); finished predictions come from ``cache``.
+
+    ``vlm`` is left as it was (each configuration runs on ``vlm.using(...)``); ``estimator_options``
+    go to the methods that take a sensitivity estimator only.
 
     Returns one summary dict per configuration (accuracy overall and per family, mean kept tokens).
     """
@@ -48,12 +52,12 @@ def evaluate(
     summaries = []
     for method, keep in pairs:
         label = keep_label(method, keep)
-        vlm.configure(method=method, keep=keep, seed=seed)
+        trial = vlm.using(method=method, keep=keep, seed=seed, **comparison_options(method, estimator_options))
         todo = [it for it in items if cache.get(method, label, it.uid) is None]
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
             bar.set_postfix_str(f"{method}@{label}")
-            result = vlm.generate(
+            result = trial.generate(
                 [it.image for it in batch], [it.question for it in batch], max_new_tokens=max_new_tokens
             )
             cache.add(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from ..config import Keep
+from ..config import Keep, comparison_options
 from ..methods import get_method
 from ..report import PruneReport
 
@@ -44,13 +44,6 @@ class MethodRun:
             f"kept {r.tokens_after}/{r.tokens_before} tokens | prune {prune_ms:.1f} ms | "
             f"prefill {t.get('prefill', 0.0):.1f} ms"
         )
-
-
-def comparison_options(method: str, estimator_options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The options ``method`` runs with in a comparison: ``estimator_options`` (e.g.
-    ``{"estimator": "central", "num_directions": 16}``) if its metadata says it ``takes_estimator``,
-    else none (its defaults). Raises ``KeyError`` for an unknown method."""
-    return dict(estimator_options or {}) if get_method(method).takes_estimator else {}
 
 
 def run_methods(
