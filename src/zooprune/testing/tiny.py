@@ -185,8 +185,8 @@ QWEN_CHAT_TEMPLATE = CHAT_TEMPLATE.replace("<image>\n", "<|vision_start|><|image
 
 
 def tiny_qwen2_vl(seed: int = 0, family: str = "qwen2_vl") -> tuple[torch.nn.Module, object]:
-    """A random Qwen2-VL (or Qwen2.5-VL with ``family="qwen2_5_vl"``) and an image-only processor
-    (56..224 px images, 14 px patches merged 2 x 2)."""
+    """A random Qwen2-VL (or Qwen2.5-VL with ``family="qwen2_5_vl"``) and its processor (image-only
+    without torchvision, see compat.py; 56..224 px images, 14 px patches merged 2 x 2)."""
     from transformers import (
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
@@ -195,7 +195,7 @@ def tiny_qwen2_vl(seed: int = 0, family: str = "qwen2_vl") -> tuple[torch.nn.Mod
     )
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from ..compat import ImageOnlyQwen2VLProcessor
+    from ..compat import build_processor
 
     tokenizer = word_tokenizer(
         image_token="<|image_pad|>", extra_special=("<|vision_start|>", "<|vision_end|>", "<|video_pad|>")
@@ -241,9 +241,7 @@ def tiny_qwen2_vl(seed: int = 0, family: str = "qwen2_vl") -> tuple[torch.nn.Mod
     torch.manual_seed(seed)
     model = finish(model_cls(config), tokenizer)
     image_processor = Qwen2VLImageProcessorPil(size={"shortest_edge": 56 * 56, "longest_edge": 224 * 224})
-    processor = ImageOnlyQwen2VLProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, chat_template=QWEN_CHAT_TEMPLATE
-    )
+    processor = build_processor(family, image_processor, tokenizer, chat_template=QWEN_CHAT_TEMPLATE)
     return model, processor
 
 
@@ -253,11 +251,11 @@ def tiny_qwen2_5_vl(seed: int = 0) -> tuple[torch.nn.Module, object]:
 
 def tiny_internvl(seed: int = 0) -> tuple[torch.nn.Module, object]:
     """A random InternVL (112 px tiles, 14 px patches, pixel shuffle 0.5 -> 16 tokens per tile; up to
-    4 tiles + a thumbnail) and an image-only processor."""
+    4 tiles + a thumbnail) and its processor (image-only without torchvision)."""
     from transformers import InternVLConfig, InternVLForConditionalGeneration
     from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 
-    from ..compat import ImageOnlyInternVLProcessor
+    from ..compat import build_processor
 
     names = {
         "start_image_token": "<img>",
@@ -288,9 +286,10 @@ def tiny_internvl(seed: int = 0) -> tuple[torch.nn.Module, object]:
     image_processor = GotOcr2ImageProcessorPil(
         size={"height": 112, "width": 112}, crop_to_patches=True, min_patches=1, max_patches=4
     )
-    processor = ImageOnlyInternVLProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
+    processor = build_processor(
+        "internvl",
+        image_processor,
+        tokenizer,
         image_seq_length=16,
         chat_template=CHAT_TEMPLATE.replace("<image>", "<IMG_CONTEXT>"),
     )
@@ -304,7 +303,7 @@ def tiny_llava_onevision(seed: int = 0) -> tuple[torch.nn.Module, object]:
         LlavaOnevisionImageProcessorPil,
     )
 
-    from ..compat import ImageOnlyLlavaOnevisionProcessor
+    from ..compat import build_processor
 
     tokenizer = word_tokenizer()
     vision = tiny_siglip(layers=3)
@@ -325,9 +324,10 @@ def tiny_llava_onevision(seed: int = 0) -> tuple[torch.nn.Module, object]:
     image_processor = LlavaOnevisionImageProcessorPil(
         size={"height": 56, "width": 56}, image_grid_pinpoints=NEXT_PINPOINTS
     )
-    processor = ImageOnlyLlavaOnevisionProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
+    processor = build_processor(
+        "llava_onevision",
+        image_processor,
+        tokenizer,
         num_image_tokens=16,
         vision_feature_select_strategy="full",
         vision_aspect_ratio="anyres_max_9",
