@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from ..hf_layout import to_llava_hf_layout
 from .batches import SceneStream
 from .data import TRAIN_SEED_BASE
 from .evaluate import VAL_SEED, accuracy_by_family, val_samples
@@ -345,6 +346,7 @@ class Trainer:
         out = Path(self.args.out)
         out.mkdir(parents=True, exist_ok=True)
         self.model.to(torch.bfloat16).save_pretrained(out)
+        to_llava_hf_layout(out)  # vision_tower.vision_model.*: loads in transformers and stock vLLM
         self.processor.save_pretrained(out)
         (self.work / "final_log.json").write_text(json.dumps(self.log))
         print(f"saved {out}", flush=True)
