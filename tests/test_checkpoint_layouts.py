@@ -13,7 +13,13 @@ import pytest
 import torch
 
 import zooprune
-from zooprune.compat import IMAGE_ONLY, VIDEO_FAMILIES, build_processor, load_processor, torchvision_available
+from zooprune.compat import (
+    IMAGE_ONLY,
+    VIDEO_FAMILIES,
+    family_processor,
+    load_processor,
+    torchvision_available,
+)
 from zooprune.config import PruneConfig
 from zooprune.testing.tiny import BUILDERS
 from zooprune.vlm import PrunedVLM
@@ -101,7 +107,7 @@ def test_what_an_image_only_processor_saves_is_the_stock_layout(tmp_path):
 @pytest.mark.parametrize("family", sorted(VIDEO_FAMILIES))
 def test_the_image_only_fallback_is_used_only_without_torchvision(family, tmp_path):
     _, processor = BUILDERS[family](seed=0)
-    built = build_processor(family, processor.image_processor, processor.tokenizer)
+    built = family_processor(family, processor.image_processor, processor.tokenizer)
     if torchvision_available():
         assert type(built) is VIDEO_FAMILIES[family][0] and built.video_processor is not None
     else:

@@ -124,7 +124,7 @@ IMAGE_ONLY: dict[str, type] = {
 }
 
 
-def build_processor(model_type: str, image_processor: Any, tokenizer: Any, **settings: Any) -> Any:
+def family_processor(model_type: str, image_processor: Any, tokenizer: Any, **settings: Any) -> Any:
     """The processor of a family whose stock class needs a video processor: the stock class with
     the family's default video processor where torchvision is installed, else the image-only class.
     ``settings``: the processor's other arguments (``chat_template``, ``image_seq_length``, ...)."""
@@ -140,7 +140,7 @@ def build_processor(model_type: str, image_processor: Any, tokenizer: Any, **set
 def load_processor(path: str, model_type: str, trust_remote_code: bool = False) -> Any:
     """The checkpoint's processor: ``AutoProcessor.from_pretrained`` when it can build it here, else
     the family's processor rebuilt from the saved parts (image processor, tokenizer, chat template,
-    saved settings) with :func:`build_processor`."""
+    saved settings) with :func:`family_processor`."""
     from transformers import AutoProcessor
 
     if model_type not in VIDEO_FAMILIES or (torchvision_available() and has_video_processor(Path(path))):
@@ -194,7 +194,7 @@ def rebuild_processor(folder: Path, model_type: str, trust_remote_code: bool = F
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         raise ValueError(f"{folder}: no readable tokenizer (tokenizer.json / tokenizer_config.json): {err}") from None
-    return build_processor(
+    return family_processor(
         model_type,
         image_processor,
         tokenizer,

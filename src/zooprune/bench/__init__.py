@@ -22,7 +22,7 @@ from ..config import Keep, PruneConfig
 from ..methods.estimators import DEFAULT_ESTIMATOR
 from ..plots import plot_bench
 from ..vlm import PrunedVLM, load
-from .report import build_rows, format_table
+from .report import bench_table, build_rows
 from .runner import (
     bench_image,
     bench_prompt,
@@ -35,7 +35,7 @@ from .runner import (
 )
 from .synthetic import parse_shape, shape_dict, shape_of_model, synthetic_llava
 
-__all__ = ["run_bench", "format_table", "plot_bench"]
+__all__ = ["run_bench", "bench_table", "plot_bench"]
 
 
 def build_vlm(
@@ -132,7 +132,7 @@ def run_bench(
         ],
     }
     report = {"meta": meta, "rows": rows}
-    say(format_table(rows))
+    say(bench_table(rows))
     if output is not None:
         out = Path(output)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -109,7 +109,7 @@ def build_rows(
     return rows
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
+def bench_table(rows: list[dict[str, Any]]) -> str:
     """A plain-text table: medians (ms), memory, analytic costs and ratios vs unpruned."""
     head = (
         f"{'case':<28}{'seq':>5}{'encode':>9}{'score':>9}{'select':>8}{'prefill':>9}{'LM pre':>9}{'dec/tok':>8}"

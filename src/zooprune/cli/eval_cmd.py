@@ -63,7 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def handle(args: argparse.Namespace) -> int:
     from ..eval.cache import PredictionCache
     from ..eval.data import generated_items, jsonl_items
-    from ..eval.report import format_table, markdown_table
+    from ..eval.report import accuracy_table, markdown_table
     from ..eval.runner import evaluate
     from ..methods import get_method
     from ..plots import plot_accuracy_vs_budget
@@ -117,7 +117,7 @@ def handle(args: argparse.Namespace) -> int:
     if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
         Path(args.markdown).write_text(markdown_table(summaries))
-    print(format_table(summaries))
+    print(accuracy_table(summaries))
     print(f"\nresults: {output}\nplot: {plots[0]}")
     return 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def format_table(summaries: list[dict[str, Any]]) -> str:
+def accuracy_table(summaries: list[dict[str, Any]]) -> str:
     """One row per (method, budget): kept tokens, layer-averaged tokens, accuracy per family, overall,
     relative (%). Returned as aligned plain text."""
     families = sorted({f for s in summaries for f in s["per_family"]})
@@ -34,8 +34,8 @@ def format_table(summaries: list[dict[str, Any]]) -> str:
 
 
 def markdown_table(summaries: list[dict[str, Any]]) -> str:
-    """The same table as :func:`format_table`, as GitHub markdown."""
-    rows = [line.split() for line in format_table(summaries).splitlines()]
+    """The same table as :func:`accuracy_table`, as GitHub markdown."""
+    rows = [line.split() for line in accuracy_table(summaries).splitlines()]
     head, body = rows[0], [r for r in rows[2:]]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     out += ["| " + " | ".join(r) + " |" for r in body]

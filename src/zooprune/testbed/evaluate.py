@@ -36,7 +36,7 @@ def val_samples(seed: int, n: int) -> list[ValItem]:
 
 
 @torch.no_grad()
-def accuracy_by_family(
+def validation_accuracy(
     model: LlavaForConditionalGeneration,
     std: Standardize,
     ids: TokenIds,

@@ -30,7 +30,7 @@ NEW_TOKENS = 3
 VARIANTS = ("none", "random0", "random1", "random2", "norm", "zero")
 
 
-def load(model_dir: str | Path) -> tuple[LlavaForConditionalGeneration, object]:
+def load_stock(model_dir: str | Path) -> tuple[LlavaForConditionalGeneration, object]:
     """Model (eval mode) and processor from a local directory, no network."""
     model = LlavaForConditionalGeneration.from_pretrained(model_dir)
     model.eval()
@@ -71,13 +71,13 @@ def answer_pruned(vlm: PrunedVLM, image: Image.Image, question: str) -> str:
     return vlm.generate([image], [question], max_new_tokens=NEW_TOKENS, do_sample=False).texts[0]
 
 
-def evaluate(model_dir: str | Path, n: int, seed: int, keep: float) -> dict[str, dict[str, float]]:
+def card_accuracy(model_dir: str | Path, n: int, seed: int, keep: float) -> dict[str, dict[str, float]]:
     """Per-family accuracy for none / random (3 seeds) / norm at ``keep`` / zero tokens.
 
     Random seed ``j`` of sample ``i`` is ``10 i + j``. Also ``none_correct_indices``: the sample
     indices the unpruned model answers correctly.
     """
-    model, processor = load(model_dir)
+    model, processor = load_stock(model_dir)
     norm = PrunedVLM(model, processor, PruneConfig(method="norm", keep=keep))
     rand = PrunedVLM(model, processor, PruneConfig(method="random", keep=keep))
     samples = make_samples(seed, n)
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    res = evaluate(args.model, args.n, args.seed, args.keep)
+    res = card_accuracy(args.model, args.n, args.seed, args.keep)
     text = json.dumps(res, indent=1)
     print(text)
     if args.output:

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from ..hf_layout import to_llava_hf_layout
 from .batches import SceneStream
 from .data import TRAIN_SEED_BASE
-from .evaluate import VAL_SEED, accuracy_by_family, val_samples
+from .evaluate import VAL_SEED, val_samples, validation_accuracy
 from .model import VISION_HIDDEN, build_model
 from .packing import Standardize, TokenIds, lm_forward, pack, project, vision_features
 from .processor import build_processor
@@ -324,7 +324,7 @@ class Trainer:
         self.save()
 
     def evaluate(self) -> dict[str, float]:
-        acc = accuracy_by_family(self.model, self.std, self.ids, self.tok, self.val)
+        acc = validation_accuracy(self.model, self.std, self.ids, self.tok, self.val)
         row = {"stage": 2, "step": self.state["step"], "t": round(self.state["t2"], 1), "val": acc}
         self._record(row)
         tqdm.write(

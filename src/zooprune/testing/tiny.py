@@ -195,7 +195,7 @@ def tiny_qwen2_vl(seed: int = 0, family: str = "qwen2_vl") -> tuple[torch.nn.Mod
     )
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from ..compat import build_processor
+    from ..compat import family_processor
 
     tokenizer = word_tokenizer(
         image_token="<|image_pad|>", extra_special=("<|vision_start|>", "<|vision_end|>", "<|video_pad|>")
@@ -241,7 +241,7 @@ def tiny_qwen2_vl(seed: int = 0, family: str = "qwen2_vl") -> tuple[torch.nn.Mod
     torch.manual_seed(seed)
     model = finish(model_cls(config), tokenizer)
     image_processor = Qwen2VLImageProcessorPil(size={"shortest_edge": 56 * 56, "longest_edge": 224 * 224})
-    processor = build_processor(family, image_processor, tokenizer, chat_template=QWEN_CHAT_TEMPLATE)
+    processor = family_processor(family, image_processor, tokenizer, chat_template=QWEN_CHAT_TEMPLATE)
     return model, processor
 
 
@@ -255,7 +255,7 @@ def tiny_internvl(seed: int = 0) -> tuple[torch.nn.Module, object]:
     from transformers import InternVLConfig, InternVLForConditionalGeneration
     from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 
-    from ..compat import build_processor
+    from ..compat import family_processor
 
     names = {
         "start_image_token": "<img>",
@@ -286,7 +286,7 @@ def tiny_internvl(seed: int = 0) -> tuple[torch.nn.Module, object]:
     image_processor = GotOcr2ImageProcessorPil(
         size={"height": 112, "width": 112}, crop_to_patches=True, min_patches=1, max_patches=4
     )
-    processor = build_processor(
+    processor = family_processor(
         "internvl",
         image_processor,
         tokenizer,
@@ -303,7 +303,7 @@ def tiny_llava_onevision(seed: int = 0) -> tuple[torch.nn.Module, object]:
         LlavaOnevisionImageProcessorPil,
     )
 
-    from ..compat import build_processor
+    from ..compat import family_processor
 
     tokenizer = word_tokenizer()
     vision = tiny_siglip(layers=3)
@@ -324,7 +324,7 @@ def tiny_llava_onevision(seed: int = 0) -> tuple[torch.nn.Module, object]:
     image_processor = LlavaOnevisionImageProcessorPil(
         size={"height": 56, "width": 56}, image_grid_pinpoints=NEXT_PINPOINTS
     )
-    processor = build_processor(
+    processor = family_processor(
         "llava_onevision",
         image_processor,
         tokenizer,
