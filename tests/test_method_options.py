@@ -14,7 +14,10 @@ from zooprune.config import PruneConfig
 from zooprune.methods import METHODS, InLLMOptions, MethodOptions
 from zooprune.methods.cdpruner import CDPrunerOptions
 from zooprune.methods.dart import DartOptions
+from zooprune.methods.holov import HoloVOptions
+from zooprune.methods.prunesid import PruneSIDOptions
 from zooprune.methods.visionzip import VisionZipOptions
+from zooprune.methods.vispruner import VisPrunerOptions
 from zooprune.methods.zoo import ZooOptions
 
 from .conftest import random_image
@@ -25,11 +28,14 @@ EXPECTED = {
     "dart": DartOptions,
     "divprune": MethodOptions,
     "fastv": InLLMOptions,
+    "holov": HoloVOptions,
     "none": MethodOptions,
     "norm": MethodOptions,
     "pool": MethodOptions,
+    "prunesid": PruneSIDOptions,
     "random": MethodOptions,
     "visionzip": VisionZipOptions,
+    "vispruner": VisPrunerOptions,
     "zoo": ZooOptions,
     "zoo-sensitivity": ZooOptions,
 }

@@ -5,7 +5,21 @@ Importing this package registers every built-in method; ``list_methods()`` names
 
 from __future__ import annotations
 
-from . import cdpruner, dart, divprune, fastv, none, norm, pool, random, visionzip, zoo  # noqa: F401  (registration side effects)
+from . import (  # noqa: F401  (registration side effects)
+    cdpruner,
+    dart,
+    divprune,
+    fastv,
+    holov,
+    none,
+    norm,
+    pool,
+    prunesid,
+    random,
+    visionzip,
+    vispruner,
+    zoo,
+)
 from .base import METHODS, NEEDS, Method, PruneContext, Selection, get_method, register_method
 from .options import InLLMOptions, MethodOptions
 
