@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .adapters import get_adapter
-from .config import CropBudget, Keep, PruneConfig
+from .config import CropBudget, Fidelity, Keep, PruneConfig
 from .pipeline import PreparedInputs, prepare
 from .report import PruneReport
 
@@ -120,6 +120,7 @@ def pruned(
     keep: Keep = 64,
     seed: int = 0,
     budget: CropBudget = "per-crop",
+    fidelity: Fidelity = "improved",
     **options: Any,
 ) -> PruneHandle:
     """Prune ``model``'s visual tokens in ``generate`` / ``forward`` calls that pass ``pixel_values``.
@@ -132,6 +133,7 @@ def pruned(
 
     ``generate`` returns the original ``input_ids`` followed by the new tokens, as stock does.
     ``forward`` returns logits over the *pruned* sequence (shorter than ``input_ids``).
+    ``fidelity="reference"`` reproduces the method's reference code (``docs/fidelity.md``).
     """
-    config = PruneConfig(method=method, keep=keep, seed=seed, options=options, budget=budget)
+    config = PruneConfig(method=method, keep=keep, seed=seed, options=options, budget=budget, fidelity=fidelity)
     return PruneHandle(model, config).attach()

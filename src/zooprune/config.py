@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from .methods.base import Fidelity
 from .methods.options import MethodOptions
 
 if TYPE_CHECKING:
@@ -76,6 +77,10 @@ class PruneConfig:
             options parsed into it; unknown or ignored options raise ``ValueError`` naming them.
         budget: ``"per-crop"`` (default; the paper's LLaVA-NeXT setting: the budget is split
             equally over the crops, each selected on its own) or ``"whole"`` (all crops one pool).
+        fidelity: ``"improved"`` (default: float32, seeded, batched, this library's budget and crop
+            rules) or ``"reference"`` (the method's reference code's semantics where the checkpoint
+            allows: dtypes, budget rounding, tie and pivot rules, CLS handling, multi-crop handling;
+            a method without one raises ``ValueError`` saying why). See ``docs/fidelity.md``.
     """
 
     method: str = "zoo"
@@ -83,6 +88,7 @@ class PruneConfig:
     seed: int = 0
     options: MethodOptions | Mapping[str, Any] | None = None
     budget: CropBudget = "per-crop"
+    fidelity: Fidelity = "improved"
 
     def __post_init__(self) -> None:
         from .methods import get_method
@@ -96,7 +102,13 @@ class PruneConfig:
             raise ValueError(f"budget must be 'per-crop' or 'whole', got {self.budget!r}")
         if isinstance(self.options, Mapping) and "budget" in self.options:
             raise ValueError("'budget' is not a method option: pass budget='whole' to PruneConfig / load()")
-        object.__setattr__(self, "options", spec.parse_options(self.options))
+        spec.check_fidelity(self.fidelity)  # unknown value, or a method without reference fidelity
+        if self.fidelity == "reference":
+            if self.budget != "per-crop":
+                raise ValueError("budget='whole' is not a reference setting: fidelity='reference' follows the reference code's crop handling")
+            object.__setattr__(self, "options", spec.reference_parse_options(self.options))
+        else:
+            object.__setattr__(self, "options", spec.parse_options(self.options))
 
     @property
     def spec(self) -> Method:

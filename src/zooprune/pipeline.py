@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from .adapters.groups import select_grouped
+from .adapters.groups import select_frames, select_grouped
 from .adapters.in_llm import InLLMPlan, image_slots
 from .adapters.splice import SplicedInputs, splice_visual_tokens
 from .config import PruneConfig, resolve_budget
@@ -121,6 +121,8 @@ def prepare(
                 else None,
                 generator=torch.Generator().manual_seed(config.seed),
                 options=config.options,
+                fidelity=config.fidelity,
+                cls_feature=image.cls_feature,
             )
             selections.append(select_image(method, config, image, ctx))
         kept_tokens = [sel.tokens if sel.tokens is not None else im.projected[sel.indices] for sel, im in zip(selections, images)]
@@ -144,7 +146,8 @@ def prepare(
     plan = None
     if method.in_llm:
         slots = image_slots(spliced.input_ids, adapter.image_token_id, counts)
-        plan = InLLMPlan(method, config, adapter.language_model(), slots, reports, spliced.attention_mask)
+        hooked = method.bound(fidelity=config.fidelity) if config.fidelity != "improved" else method
+        plan = InLLMPlan(hooked, config, adapter.language_model(), slots, reports, spliced.attention_mask)
     inputs = adapter.model_inputs(spliced, input_ids, attention_mask, extras)
     return PreparedInputs(spliced, reports, inputs, timings, plan, adapter.generate_returns_prompt)
 
@@ -156,8 +159,15 @@ def select_image(method: Method, config: PruneConfig, image: ImageTokens, ctx: P
     keep everything here and choose inside the language model.
     """
     n = image.projected.shape[0]
+    if config.fidelity == "reference" and image.groups is not None and method.prunes and not method.in_llm:
+        return select_reference_crops(method, config, image, ctx)
     budgeted = image.budgeted_tokens
-    k = resolve_budget(config.keep, budgeted) if method.prunes else budgeted
+    if not method.prunes:
+        k = budgeted
+    elif config.fidelity == "reference":
+        k = method.reference_budget(config.keep, budgeted)
+    else:
+        k = resolve_budget(config.keep, budgeted)
     timings: dict[str, float] = {}
     with timed(timings, "prune"):
         if k >= budgeted or method.in_llm:
@@ -168,6 +178,35 @@ def select_image(method: Method, config: PruneConfig, image: ImageTokens, ctx: P
             sel = select_grouped(method, ctx, groups, None if whole else image.group_grids, image.always_keep, k)
         else:
             sel = method(ctx, k)
+    check_selection(sel, n, method.name)
+    sel.timings = {"score": 0.0, "select": timings["prune"], **sel.timings}
+    return sel
+
+
+def select_reference_crops(method: Method, config: PruneConfig, image: ImageTokens, ctx: PruneContext) -> Selection:
+    """A multi-crop image (LLaVA-NeXT anyres) under ``fidelity="reference"``, as the method's reference
+    code treats the packed sequence (``Method.reference_crops``): ``"one-pool"`` = one pool of every packed
+    token, newlines included, k from all of them (DivPrune); ``"frames"`` = ZOO-Prune's per-crop rule
+    (:func:`zooprune.adapters.groups.select_frames`). Otherwise a clear error."""
+    n = image.projected.shape[0]
+    timings: dict[str, float] = {}
+    with timed(timings, "prune"):
+        if method.reference_crops == "one-pool":
+            k = method.reference_budget(config.keep, n)
+            sel = Selection(torch.arange(n, device=image.projected.device)) if k >= n else method(ctx, k)
+        elif method.reference_crops == "frames" and image.max_tokens is not None:
+            sel = select_frames(method, ctx, image.groups or [], image.always_keep, config.keep, image.max_tokens)
+        else:
+            why = (
+                "its reference code has no multi-crop handling this model's packing can reproduce"
+                if method.reference_crops != "frames"
+                else "its reference crop rule (llava_arch_llava_next_7b.py) is defined for LLaVA-NeXT only"
+            )
+            raise ValueError(
+                f"method {method.name!r} with fidelity='reference' cannot prune this multi-crop image "
+                f"({image.budgeted_tokens} tokens in {len(image.groups or [])} crops): {why}; "
+                "use fidelity='improved' (see docs/fidelity.md)"
+            )
     check_selection(sel, n, method.name)
     sel.timings = {"score": 0.0, "select": timings["prune"], **sel.timings}
     return sel
@@ -194,6 +233,8 @@ def image_report(
         timings={**sel.timings, "encode": encode_ms},
         text_tokens=text_tokens,
         model_type=model_type,
+        estimator=sel.estimator,
+        fidelity=config.fidelity,
     )
 
 

@@ -28,6 +28,10 @@ class PruneReport:
             ``decode`` are shared by the whole batch the image was in.
         model_type: ``config.model_type`` of the model (its adapter knows where each token lies
             on the image: ``zooprune.viz`` draws with it).
+        estimator: the sensitivity estimator behind ``scores`` for methods that take one (zoo's
+            default is ``closed-form``; ``central`` is the paper's; ``central-fp16`` the reference
+            code's), else None.
+        fidelity: ``improved`` or ``reference`` (see ``docs/fidelity.md``).
     """
 
     method: str
@@ -42,6 +46,8 @@ class PruneReport:
     text_tokens: int = 0
     prune_layer: int = 0
     model_type: str | None = None
+    estimator: str | None = None
+    fidelity: str = "improved"
 
     def __post_init__(self) -> None:
         if self.equivalent_tokens is None:
@@ -66,6 +72,8 @@ class PruneReport:
             "text_tokens": self.text_tokens,
             "prune_layer": self.prune_layer,
             "model_type": self.model_type,
+            "estimator": self.estimator,
+            "fidelity": self.fidelity,
             "kept_indices": self.kept_indices.tolist(),
             "scores": None if self.scores is None else [round(float(s), 6) for s in self.scores],
             "grid": None if self.grid is None else list(self.grid),

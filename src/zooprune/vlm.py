@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from .adapters import adapter_class, get_adapter
-from .config import CropBudget, Keep, PruneConfig
+from .config import CropBudget, Fidelity, Keep, PruneConfig
 from .pipeline import PreparedInputs
 from .pipeline import prepare as prepare_pruned
 from .report import GenerationResult
@@ -119,12 +119,15 @@ class PrunedVLM:
         keep: Keep | None = None,
         seed: int | None = None,
         budget: CropBudget | None = None,
+        fidelity: Fidelity | None = None,
         **options: Any,
     ) -> PruneConfig:
         """The current :class:`PruneConfig` with these changes. A new ``method`` starts from its own
         default options plus ``options``; otherwise ``options`` update the current ones."""
         changes: dict[str, Any] = {
-            k: v for k, v in (("method", method), ("keep", keep), ("seed", seed), ("budget", budget)) if v is not None
+            k: v
+            for k, v in (("method", method), ("keep", keep), ("seed", seed), ("budget", budget), ("fidelity", fidelity))
+            if v is not None
         }
         if method is not None:
             changes["options"] = options
@@ -230,6 +233,7 @@ def load(
     dtype: torch.dtype | str | None = None,
     trust_remote_code: bool = False,
     budget: CropBudget = "per-crop",
+    fidelity: Fidelity = "improved",
     **options: Any,
 ) -> PrunedVLM:
     """Load a VLM checkpoint (local folder or hub id) with its processor, ready to prune.
@@ -244,6 +248,8 @@ def load(
             Scores are computed in float32 whatever this is.
         trust_remote_code: only if you trust the checkpoint's code (off by default).
         budget: ``"per-crop"`` or ``"whole"``, how crops / tiles share the budget (see :class:`PruneConfig`).
+        fidelity: ``"improved"`` (default) or ``"reference"``: reproduce the method's reference code
+            (see :class:`PruneConfig` and ``docs/fidelity.md``; methods without one raise ``ValueError``).
         options: the method's options, e.g. ``estimator="central", num_directions=16`` for zoo;
             unknown options, and options the configuration would ignore, raise ``ValueError``.
     """
@@ -253,7 +259,7 @@ def load(
     from .compat import load_processor
 
     source = check_model_path(path)
-    config = PruneConfig(method=method, keep=keep, seed=seed, options=options, budget=budget)
+    config = PruneConfig(method=method, keep=keep, seed=seed, options=options, budget=budget, fidelity=fidelity)
     hf_config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     model_cls = getattr(transformers, adapter_class(hf_config.model_type).model_class)
     model = model_cls.from_pretrained(

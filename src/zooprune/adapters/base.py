@@ -39,6 +39,11 @@ class ImageTokens:
             of the budget (see ``groups.py``); None = the whole image is one group.
         group_grids: per crop, its ``(rows, cols)`` grid or None.
         always_keep: ``(n_keep,)`` indices kept on top of the budget (e.g. image newlines), or None.
+        cls_feature: ``(d_v,)`` the vision [CLS] hidden state at the read layer (filled with
+            ``cls_attention``; VisionZip's reference fidelity keeps it), or None.
+        max_tokens: budgeted tokens of the largest image of this model (LLaVA-NeXT: (1 + max crops)
+            x tokens per crop, 2880 for llava-v1.6), the base of ZOO-Prune's reference budget on
+            multi-crop images, or None.
     """
 
     projected: Tensor
@@ -49,6 +54,8 @@ class ImageTokens:
     groups: list[Tensor] | None = None
     group_grids: list[tuple[int, int] | None] | None = None
     always_keep: Tensor | None = None
+    cls_feature: Tensor | None = None
+    max_tokens: int | None = None
 
     @property
     def budgeted_tokens(self) -> int:

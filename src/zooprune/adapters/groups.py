@@ -59,6 +59,7 @@ def select_grouped(
         kept_tokens.append(ctx.projected[always_keep])
     scores = torch.zeros(n, dtype=torch.float32)
     has_scores = False
+    estimator: str | None = None
     timings: dict[str, float] = {}
     for group, grid, share in zip(groups, group_grids, shares):
         if share == 0:
@@ -84,11 +85,89 @@ def select_grouped(
         if sel.scores is not None:
             scores[group.cpu()] = sel.scores.float().cpu()
             has_scores = True
+        estimator = sel.estimator or estimator
         for key, value in sel.timings.items():
             timings[key] = timings.get(key, 0.0) + value
     indices = torch.cat(kept)
     order = indices.argsort()
     tokens = torch.cat([torch.cat(kept_tokens)[order], *merged])
     return Selection(
-        indices=indices[order], scores=scores if has_scores else None, tokens=tokens, timings=timings
+        indices=indices[order],
+        scores=scores if has_scores else None,
+        tokens=tokens,
+        timings=timings,
+        estimator=estimator,
     )
+
+
+def select_frames(
+    method: Method,
+    ctx: PruneContext,
+    groups: list[Tensor],
+    always_keep: Tensor | None,
+    keep: int | float,
+    max_tokens: int,
+) -> Selection:
+    """ZOO-Prune's reference crop handling (``fidelity="reference"``; AIM-SKKU/ZOO-Prune
+    ``LLaVA/llava/model/llava_arch_llava_next_7b.py::prepare_inputs_labels_for_multimodal`` and
+    ``select_tokens_sads_multi_frames``), reproduced as written:
+
+    - budget: ``target = int(max_tokens * r)`` (the reference hard-codes 2880 = 5 x 576, whatever the
+      image's own token count; a count ``keep`` is the target itself), then
+      ``k_frame = int(target / frames)`` for every crop ("frame": base image and each high-res crop,
+      unpadded), capped at the crop's size;
+    - every crop is scored with the *same* bank of directions (the reference scores all crops in
+      one call) and selected on its own (``ctx.group`` = the crop's index);
+    - newlines: the reference keeps the indices of the ``-inf`` sensitivities it appended after every
+      high-res row, but those indices are taken *within the high-res part* and used as indices into
+      the packed sequence, which starts with the base crop's tokens: the kept positions are the
+      real newline positions minus the base crop's size, i.e. mostly base-crop and high-res tokens,
+      while the real newlines are dropped (unless an offset position is itself a newline). The union
+      is de-duplicated (``torch.unique``), so fewer than picks + newlines tokens may remain.
+
+    Args:
+        groups: per crop ``(n_g,)`` indices into the packed tokens, the base crop first.
+        always_keep: ``(n_newlines,)`` packed positions of the newline tokens, or None.
+        keep: the config's budget; max_tokens: the adapter's ``ImageTokens.max_tokens``.
+    """
+    n = ctx.num_tokens
+    target = int(max_tokens * keep) if isinstance(keep, float) else int(keep)
+    share = int(target / len(groups))
+    state = ctx.generator.get_state() if ctx.generator is not None else None
+    kept: list[Tensor] = []
+    scores = torch.zeros(n, dtype=torch.float32)
+    has_scores = False
+    estimator: str | None = None
+    timings: dict[str, float] = {}
+    for index, group in enumerate(groups):
+        k = min(share, int(group.numel()))
+        if k <= 0:
+            continue
+        if k >= group.numel():
+            kept.append(group)
+            continue
+        sub = replace(
+            ctx,
+            projected=ctx.projected[group],
+            features=None if ctx.features is None else ctx.features[group],
+            grid=None,
+            cls_attention=None if ctx.cls_attention is None else ctx.cls_attention[group],
+            keys=None if ctx.keys is None else ctx.keys[group],
+            generator=None if state is None else torch.Generator().set_state(state),
+            group=index,
+        )
+        sel = method(sub, k)
+        if sel.tokens is not None:
+            raise ValueError(f"method {method.name!r} merges tokens: the 'frames' crop handling cannot place them")
+        kept.append(group[sel.indices.to(group.device)])
+        if sel.scores is not None:
+            scores[group.cpu()] = sel.scores.float().cpu()
+            has_scores = True
+        estimator = sel.estimator or estimator
+        for key, value in sel.timings.items():
+            timings[key] = timings.get(key, 0.0) + value
+    if always_keep is not None and always_keep.numel():
+        shifted = always_keep - int(groups[0].numel())  # the reference's offset newline indices
+        kept.append(shifted[shifted >= 0])
+    indices = torch.unique(torch.cat(kept)) if kept else torch.zeros(0, dtype=torch.long)
+    return Selection(indices=indices, scores=scores if has_scores else None, timings=timings, estimator=estimator)

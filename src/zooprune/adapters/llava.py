@@ -36,10 +36,12 @@ class LlavaAdapter(VLMAdapter):
         return layer % (num_layers + 1)
 
     def vision_features(
-        self, pixel_values: Tensor, needs: frozenset[str]
+        self, pixel_values: Tensor, needs: frozenset[str], with_cls: bool = False
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """``(I, 3, H, W)`` -> features ``(I, N, d_v)`` at the read layer (CLS dropped under "default"),
-        and, if ``needs`` asks, [CLS] attention ``(I, N)`` and keys ``(I, N, H, d_h)`` there."""
+        and, if ``needs`` asks, [CLS] attention ``(I, N)`` and keys ``(I, N, H, d_h)`` there; with
+        ``with_cls`` a fourth item, the [CLS] hidden states ``(I, d_v)`` at the read layer(s) (None
+        unless the attention is asked for)."""
         config = self.model.config
         tower = self.model.model.vision_tower
         want_attention = bool({"cls_attention", "keys"} & needs)
@@ -57,11 +59,14 @@ class LlavaAdapter(VLMAdapter):
             [out.hidden_states[i][:, 1:] if drop_cls else out.hidden_states[i] for i in layers], -1
         )
         cls_attn, keys = self._cls_attention(captured) if want_attention else (None, None)
+        if with_cls:
+            cls = torch.cat([out.hidden_states[i][:, 0] for i in layers], -1) if want_attention else None
+            return feats, cls_attn, keys, cls  # type: ignore[return-value]
         return feats, cls_attn, keys
 
     def encode(self, pixel_values: Tensor, needs: frozenset[str], **extras: Any) -> list[ImageTokens]:
         """``pixel_values`` ``(I, 3, H, W)`` -> per image ``(N, d_v)`` features, ``(N, d_l)`` tokens."""
-        feats, cls_attn, keys = self.vision_features(pixel_values, needs)
+        feats, cls_attn, keys, cls = self.vision_features(pixel_values, needs, with_cls=True)
         projected = self.projector()(feats)  # (I, N, d_l)
         n = projected.shape[1]
         side = math.isqrt(n)
@@ -73,6 +78,7 @@ class LlavaAdapter(VLMAdapter):
                 grid=grid,
                 cls_attention=None if cls_attn is None else cls_attn[i],
                 keys=None if keys is None else keys[i],
+                cls_feature=None if cls is None else cls[i],
             )
             for i in range(projected.shape[0])
         ]

@@ -106,7 +106,15 @@ class LlavaNextAdapter(LlavaAdapter):
             groups=groups,
             group_grids=grids,
             always_keep=(~is_token).nonzero().flatten(),
+            max_tokens=self.max_tokens(side),
         )
+
+    def max_tokens(self, side: int) -> int:
+        """Budgeted tokens of the largest anyres image: (1 + the most crops a grid pinpoint gives) x
+        ``side``^2 (llava-v1.6: 5 x 576 = 2880, the number ZOO-Prune's reference hard-codes)."""
+        crop = self.model.config.vision_config.image_size
+        pinpoints = self.model.config.image_grid_pinpoints or [[crop, crop]]
+        return (1 + max((h // crop) * (w // crop) for h, w in pinpoints)) * side * side
 
     @staticmethod
     def _rectangle(positions: Tensor, side: int) -> tuple[int, int] | None:

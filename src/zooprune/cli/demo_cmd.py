@@ -40,7 +40,12 @@ def handle(args: argparse.Namespace) -> int:
     options = estimator_options(args, list_methods())  # any method can be picked in the app
     model = resolve_model(args.model)
     vlm = load(
-        model, seed=args.seed, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code
+        model,
+        seed=args.seed,
+        device=args.device,
+        dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+        fidelity=args.fidelity,
     )
     app = build_app(
         vlm,

@@ -90,10 +90,13 @@ def handle(args: argparse.Namespace) -> int:
         "max_new_tokens": args.max_new_tokens,
         "dtype": args.dtype or "default",
         "method_options": options,
+        **({"fidelity": args.fidelity} if args.fidelity != "improved" else {}),
     }
     output = Path(args.output)
     cache = PredictionCache(output.with_suffix(".predictions.jsonl"), settings)
-    vlm = load(model_path, method="none", seed=args.seed, device=args.device, dtype=args.dtype)
+    vlm = load(
+        model_path, method="none", seed=args.seed, device=args.device, dtype=args.dtype, fidelity=args.fidelity
+    )
     summaries = evaluate(
         vlm,
         items,

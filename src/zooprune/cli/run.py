@@ -49,6 +49,7 @@ def handle(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         trust_remote_code=args.trust_remote_code,
+        fidelity=args.fidelity,
         **method_options(args),
     )
     result = vlm.generate([image], [args.prompt], max_new_tokens=args.max_new_tokens)
@@ -58,8 +59,10 @@ def handle(args: argparse.Namespace) -> int:
     report = result.reports[0]
     t = report.timings
     print(result.texts[0])
+    estimator = f", estimator {report.estimator}" if report.estimator else ""
+    fidelity = f", fidelity {report.fidelity}" if report.fidelity != "improved" else ""
     print(
-        f"[{report.method}] kept {report.tokens_after}/{report.tokens_before} visual tokens | "
+        f"[{report.method}{estimator}{fidelity}] kept {report.tokens_after}/{report.tokens_before} visual tokens | "
         f"encode {t.get('encode', 0):.1f} ms, score {t.get('score', 0):.1f} ms, select {t.get('select', 0):.1f} ms, "
         f"prefill {t.get('prefill', 0):.1f} ms, decode {t.get('decode', 0):.1f} ms"
     )

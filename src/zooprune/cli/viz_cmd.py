@@ -63,6 +63,7 @@ def handle(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         trust_remote_code=args.trust_remote_code,
+        fidelity=args.fidelity,
     )
     runs = run_methods(
         vlm,

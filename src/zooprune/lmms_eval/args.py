@@ -26,6 +26,7 @@ KNOWN_ARGS = frozenset(
         "max_new_tokens",
         "report",
         "trust_remote_code",
+        "fidelity",
     }
 )
 #: arguments lmms-eval passes to every model, which this plugin has no use for.
@@ -47,6 +48,8 @@ class PluginArgs:
         max_new_tokens: generation length when the task does not set one.
         report: optional path of a JSON file summarising visual tokens per document.
         trust_remote_code: allow the checkpoint's own code.
+        fidelity: ``improved`` (default) or ``reference`` (reproduce the method's reference code;
+            ``docs/fidelity.md``).
         options: method options (``estimator``, ``num_directions``, ``step``, ...).
     """
 
@@ -61,6 +64,7 @@ class PluginArgs:
     report: str | None = None
     trust_remote_code: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    fidelity: str = "improved"
 
 
 def parse_bool(value: Any, name: str) -> bool:
@@ -104,12 +108,13 @@ def parse_batch_size(value: Any) -> int:
     return parse_int(value, "batch_size", 1)
 
 
-def parse_options(method: str, extra: Mapping[str, Any]) -> dict[str, Any]:
+def parse_options(method: str, extra: Mapping[str, Any], fidelity: str = "improved") -> dict[str, Any]:
     """Method options as given, checked now by the method's options dataclass (unknown, mistyped or
-    ignored options raise ``ValueError`` / ``TypeError`` naming the option and the method)."""
-    from ..methods import get_method
+    ignored options raise ``ValueError`` / ``TypeError`` naming the option and the method), and the
+    ``fidelity`` (a method without a reference mode raises ``ValueError`` saying why)."""
+    from ..config import PruneConfig
 
-    get_method(method).parse_options(dict(extra))
+    PruneConfig(method=method, options=dict(extra), fidelity=fidelity)  # type: ignore[arg-type]
     return dict(extra)
 
 
@@ -123,7 +128,8 @@ def parse_model_args(raw: Mapping[str, Any]) -> PluginArgs:
     if "pretrained" not in values:
         raise ValueError("model_args needs pretrained=PATH (a checkpoint folder or hub id)")
     method = str(values.get("method", "zoo"))
-    options = parse_options(method, {k: v for k, v in values.items() if k not in KNOWN_ARGS})
+    fidelity = str(values.get("fidelity", "improved")).strip().lower()
+    options = parse_options(method, {k: v for k, v in values.items() if k not in KNOWN_ARGS}, fidelity)
     return PluginArgs(
         pretrained=str(values["pretrained"]),
         method=method,
@@ -136,6 +142,7 @@ def parse_model_args(raw: Mapping[str, Any]) -> PluginArgs:
         report=None if values.get("report") in (None, "") else str(values["report"]),
         trust_remote_code=parse_bool(values.get("trust_remote_code", False), "trust_remote_code"),
         options=options,
+        fidelity=fidelity,
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -20,6 +20,17 @@ from .options import MethodOptions
 
 #: What a method can ask the adapter for (besides ``projected``, which is always there).
 NEEDS = frozenset({"features", "projector", "grid", "cls_attention", "keys", "instruction", "llm_layer"})
+
+#: ``"improved"`` (this library's float32, seeded, batched semantics) or ``"reference"`` (the
+#: authors' reference code's semantics where the checkpoint allows; see ``docs/fidelity.md``).
+Fidelity = Literal["improved", "reference"]
+FIDELITIES: tuple[str, ...] = ("improved", "reference")
+
+#: How a method's reference code treats an image made of several crops (LLaVA-NeXT anyres):
+#: ``"frames"``: ZOO-Prune's ``llava_arch_llava_next_7b.py``: k = int(int(max_tokens * r) / crops) per
+#: crop, newline indices offset by the base crop (see ``adapters/groups.py::select_frames``);
+#: ``"one-pool"``: one pool of every packed token, newlines included (DivPrune); ``"unsupported"``.
+ReferenceCrops = Literal["frames", "one-pool", "unsupported"]
 
 
 @dataclass
@@ -46,6 +57,13 @@ class PruneContext:
         llm_hidden: ``(N, d_l)`` layer K-1 output of the visual tokens, final-normed.
         llm_keys: ``(N, H_kv * d_h)`` post-RoPE keys of the visual tokens at layer K-1.
         llm_query_hidden / llm_query_keys: the same for the text tokens after the image ``(T, .)``.
+        fidelity: ``"improved"`` or ``"reference"`` (the reference code's semantics; ``docs/fidelity.md``).
+        cls_feature: ``(d_v,)`` the vision [CLS] hidden state at the layer the model reads, filled with
+            ``cls_attention`` where the tower has one (VisionZip's reference keeps it), or None.
+        llm_image_start: position of the image's first token in the unpadded prompt (in-LLM methods),
+            or None (DART's reference fidelity then uses the reference's LLaVA-1.5 value, 35).
+        group: index of the crop this context holds when the reference crop handling selects an
+            image crop by crop (``adapters/groups.py::select_frames``), else None.
     """
 
     projected: Tensor
@@ -62,6 +80,10 @@ class PruneContext:
     llm_keys: Tensor | None = None
     llm_query_hidden: Tensor | None = None
     llm_query_keys: Tensor | None = None
+    fidelity: Fidelity = "improved"
+    cls_feature: Tensor | None = None
+    llm_image_start: int | None = None
+    group: int | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -88,12 +110,15 @@ class Selection:
         tokens: ``(k', d_l)`` tokens to place in the image slot instead of
             ``projected[indices]`` (methods that merge, e.g. visionzip), or None.
         timings: optional milliseconds of the method's phases (e.g. ``score``, ``select``).
+        estimator: the sensitivity estimator that produced ``scores`` (methods that take one, e.g.
+            ``"closed-form"``, ``"central"``, ``"central-fp16"`` under reference fidelity), or None.
     """
 
     indices: Tensor
     scores: Tensor | None = None
     tokens: Tensor | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    estimator: str | None = None
 
 
 MethodFn = Callable[[PruneContext, int], Selection]
@@ -114,6 +139,13 @@ class Method:
         merges_tokens: the method may return merged tokens (``Selection.tokens``) instead of a subset.
         takes_estimator: the method scores with a ZOO-Prune sensitivity estimator (its scores
             are sensitivities; its options name the estimator).
+        reference: the authors' file and function ``fidelity="reference"`` reproduces ("" = none).
+        reference_unsupported: why ``fidelity="reference"`` cannot run ("" = it can).
+        reference_rounding: how the reference turns a ratio r into k: ``"floor"`` (int(r * N)) or
+            ``"round"`` (Python's round(r * N), half to even).
+        reference_crops: how the reference treats multi-crop images (see ``ReferenceCrops``).
+        reference_options: option values the reference fidelity implies (e.g. zoo's
+            ``estimator="central"``); a conflicting value raises.
     """
 
     name: str
@@ -125,6 +157,58 @@ class Method:
     prunes: bool = True
     merges_tokens: bool = False
     takes_estimator: bool = False
+    reference: str = ""
+    reference_unsupported: str = ""
+    reference_rounding: Literal["floor", "round"] = "floor"
+    reference_crops: ReferenceCrops = "unsupported"
+    reference_options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def supports_reference(self) -> bool:
+        """Whether ``fidelity="reference"`` can run for this method."""
+        return not self.reference_unsupported
+
+    def check_fidelity(self, fidelity: str) -> None:
+        """Raise ``ValueError`` for an unknown fidelity, or ``"reference"`` on a method that has none."""
+        if fidelity not in FIDELITIES:
+            raise ValueError(f"fidelity must be one of {', '.join(map(repr, FIDELITIES))}, got {fidelity!r}")
+        if fidelity == "reference" and not self.supports_reference:
+            raise ValueError(
+                f"method {self.name!r} has no fidelity='reference': {self.reference_unsupported} "
+                "(see docs/fidelity.md; fidelity='improved' runs this library's version)"
+            )
+
+    def reference_budget(self, keep: int | float, num_tokens: int) -> int:
+        """k for ``num_tokens`` tokens as the reference code computes it (a count is taken as is)."""
+        if isinstance(keep, float):
+            k = round(keep * num_tokens) if self.reference_rounding == "round" else int(keep * num_tokens)
+            return max(1, min(num_tokens, int(k)))
+        return min(int(keep), num_tokens)
+
+    def reference_parse_options(self, values: MethodOptions | dict | None) -> MethodOptions:
+        """The options under ``fidelity="reference"``: ``reference_options`` filled in where not given;
+        a given value that conflicts raises ``ValueError`` naming it."""
+        required = dict(self.reference_options)
+        given = values.to_dict() if isinstance(values, MethodOptions) else dict(values or {})
+        for key, value in required.items():
+            if given.get(key) is not None and given[key] != value:
+                raise ValueError(
+                    f"method {self.name!r} with fidelity='reference' uses {key}={value!r} (as {self.reference}); "
+                    f"got {key}={given[key]!r}: use fidelity='improved' for it"
+                )
+        if isinstance(values, MethodOptions):
+            return self.parse_options(values).updated(self.name, required) if required else self.parse_options(values)
+        return self.parse_options({**required, **dict(values or {})})
+
+    def bound(self, **ctx_fields: Any) -> Method:
+        """This method with ``ctx_fields`` (e.g. ``fidelity``) set on every context it is called with
+        (how the pipeline hands the fidelity to in-LLM hooks that build their own contexts)."""
+        fn = self.fn
+
+        def with_fields(ctx: PruneContext, k: int) -> Selection:
+            return fn(replace(ctx, **ctx_fields), k)
+
+        return replace(self, fn=with_fields)
 
     @property
     def in_llm(self) -> bool:
@@ -166,6 +250,11 @@ def register_method(
     merges_tokens: bool = False,
     takes_estimator: bool = False,
     aliases: tuple[str, ...] = (),
+    reference: str = "",
+    reference_unsupported: str = "",
+    reference_rounding: Literal["floor", "round"] = "floor",
+    reference_crops: ReferenceCrops = "unsupported",
+    reference_options: tuple[tuple[str, Any], ...] = (),
 ) -> Callable[[MethodFn], MethodFn]:
     """Register ``fn(ctx, k) -> Selection`` under ``name`` with its metadata; returns ``fn`` unchanged."""
     unknown = set(needs) - NEEDS
@@ -173,7 +262,25 @@ def register_method(
         raise ValueError(f"unknown needs {sorted(unknown)}; choose from {sorted(NEEDS)}")
 
     def deco(fn: MethodFn) -> MethodFn:
-        method = Method(name, fn, frozenset(needs), stage, summary, options, prunes, merges_tokens, takes_estimator)
+        unsupported = reference_unsupported
+        if not reference and not unsupported:
+            unsupported = "no reference implementation (a baseline defined by this library)"
+        method = Method(
+            name,
+            fn,
+            frozenset(needs),
+            stage,
+            summary,
+            options,
+            prunes,
+            merges_tokens,
+            takes_estimator,
+            reference,
+            unsupported,
+            reference_rounding,
+            reference_crops,
+            reference_options,
+        )
         METHODS.add(name, method, aliases)
         return fn
 

@@ -138,6 +138,9 @@ def greedy_dpp(kernel: Tensor, k: int) -> Tensor:
     needs=("instruction",),
     summary="CDPruner: instruction-conditioned DPP (relevance x similarity kernel, greedy MAP)",
     options=CDPrunerOptions,
+    reference_unsupported="the reference (Theia-4869/CDPruner, llava_arch.py::encode_images) scores relevance "
+    "with CLIP's text tower against CLIP-projected patches; llava-hf checkpoints ship no CLIP text tower, so "
+    "zooprune uses the language model's input embeddings instead (exactness is impossible)",
 )
 @torch.no_grad()
 def cdpruner(ctx: PruneContext, k: int) -> Selection:

@@ -9,12 +9,20 @@ pivots are kept; text pivots only guide. Options: ``pivot_image_tokens`` (4),
 ``pivot_text_tokens`` (4), ``layer`` (K = 2).
 
 Budget: the reference keeps ``pivots + n_pivots * (max_num // n_pivots)`` tokens; here the
-k - (image pivots) picks are split over the pivots as evenly as possible so exactly k are kept.
+k - (image pivots) picks are split over the pivots as evenly as possible so exactly k are kept,
+and the pivots are visited in top-k order (image pivots by key norm, then text pivots).
+
+``fidelity="reference"`` (:func:`dart_reference`) follows ``get_retained_image_token`` as written:
+M = k, ``TOKEN_TOPK = M // (image + text pivots)`` picks per pivot, so ``4 + 8 * (k // 8)`` tokens
+are kept with the default pivots; the pivots are visited in the order Python iterates
+``set(image_pivots + text_pivots).copy()`` of their *absolute* sequence positions (a hash-table
+order, not a ranking), and the candidates in ``list(valid_indices)`` order.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,15 +45,69 @@ class DartOptions(InLLMOptions):
     pivot_text_tokens: int = 4
 
 
+#: ``image_token_start_index`` of the reference's LLaVA-1.5 runs (the vicuna_v1 system prompt is 35
+#: tokens): the absolute positions its pivot set is built from when the context gives none.
+REFERENCE_IMAGE_START = 35
+
+
+def dart_reference(ctx: PruneContext, k: int) -> Selection:
+    """DART as ZichenWen1/DART ``get_retained_image_token`` computes it (``fidelity="reference"``).
+
+    Positions are absolute, ``start = ctx.llm_image_start`` (else :data:`REFERENCE_IMAGE_START`):
+    image pivots = top ``pivot_image_tokens`` visual tokens by L1 norm of their keys, text pivots = top
+    ``pivot_text_tokens`` of the tokens after the image; ``TOKEN_TOPK = k // (number of pivots)``;
+    for each pivot in ``list(set(pivots).copy())`` order, the ``TOKEN_TOPK`` candidates (``list`` of the
+    remaining visual positions, a Python set) of lowest cosine similarity to the pivot's hidden state
+    join the kept set and leave the candidates; finally the text pivots are removed. Cosines are
+    computed in float32 (the reference: in the model's dtype).
+
+    Returns:
+        ``Selection`` of the ``image pivots + TOKEN_TOPK * pivots`` kept visual tokens (sorted).
+    """
+    ctx.require("llm_keys", "llm_hidden", method="dart")
+    opts: DartOptions = ctx.options
+    n = ctx.num_tokens
+    start = REFERENCE_IMAGE_START if ctx.llm_image_start is None else int(ctx.llm_image_start)
+    key_norm = ctx.llm_keys.float().abs().sum(dim=-1)  # (N,) torch.norm(p=1)
+    image_idx = (key_norm.topk(min(opts.pivot_image_tokens, n)).indices + start).tolist()
+    has_text = ctx.llm_query_keys is not None and ctx.llm_query_keys.shape[0] > 0
+    query_idx: list[int] = []
+    if has_text:
+        text_norm = ctx.llm_query_keys.float().abs().sum(dim=-1)  # (T,)
+        query_idx = (text_norm.topk(min(opts.pivot_text_tokens, text_norm.numel())).indices + start + n).tolist()
+    per_pivot = k // (opts.pivot_image_tokens + opts.pivot_text_tokens)  # TOKEN_TOPK = M // pivots
+    hidden = ctx.llm_hidden.float()
+    kept: set[Any] = set(image_idx + query_idx)
+    order = list(kept.copy())  # the reference iterates a copy of the pivot set
+    valid = set(range(start, start + n))
+    valid.difference_update(image_idx)
+    for item in order:
+        candidates = list(valid)
+        vector = hidden[item - start] if item < start + n else ctx.llm_query_hidden.float()[item - start - n]
+        rows = torch.tensor(candidates, dtype=torch.long) - start
+        neg_sim = -F.cosine_similarity(vector[None], hidden[rows], dim=-1)  # (R,)
+        top = neg_sim.topk(min(per_pivot, len(candidates))).indices.tolist()
+        chosen = [candidates[i] for i in top]
+        kept.update(chosen)
+        valid.difference_update(chosen)
+    kept.difference_update(query_idx)
+    indices = sorted_unique(torch.tensor(sorted(kept), dtype=torch.long) - start)
+    return Selection(indices=indices, scores=key_norm)
+
+
 @register_method(
     "dart",
     needs=("llm_layer",),
     stage="in_llm",
     summary="DART: keep visual tokens least similar to key-norm pivots at LLM layer K=2 (in-LLM)",
     options=DartOptions,
+    reference="ZichenWen1/DART get_retained_image_token (its LLaVA decoder DART_K_norm.forward, layer K)",
 )
 def dart(ctx: PruneContext, k: int) -> Selection:
-    """``ctx.llm_keys`` ``(N, d_k)`` and ``ctx.llm_hidden`` ``(N, d)`` of the visual tokens (+ query text)."""
+    """``ctx.llm_keys`` ``(N, d_k)`` and ``ctx.llm_hidden`` ``(N, d)`` of the visual tokens (+ query text)
+    (``fidelity="reference"``: :func:`dart_reference`)."""
+    if ctx.fidelity == "reference":
+        return dart_reference(ctx, k)
     ctx.require("llm_keys", "llm_hidden", method="dart")
     n = ctx.num_tokens
     key_norm = ctx.llm_keys.float().abs().sum(dim=-1)  # (N,) L1 norm of keys

@@ -22,6 +22,12 @@ Differences from the reference, on purpose (same picks otherwise):
 
 Budget: the reference resolves k = round(r * N); this library resolves k centrally as
 int(r * N) (see ``zooprune.config``), so at a ratio the two can differ by one token.
+
+``fidelity="reference"`` (:func:`divprune_reference`) follows the reference instead: distances in
+the model's dtype with its ``pairwise_cosine_similarity`` (rows divided by their norm, one matrix
+product), k = round(r * N) (Python's round, half to even), and on LLaVA-NeXT one pool of the whole
+packed sequence, image-newline tokens included (``Method.reference_crops = "one-pool"``: the reference
+prunes ``new_input_embeds[35 : 35 + len]``, the packed image features).
 """
 
 from __future__ import annotations
@@ -73,9 +79,53 @@ def divprune_select(projected: Tensor, k: int) -> Tensor:
     return out if batched else out[0]
 
 
+@torch.no_grad()
+def divprune_reference(projected: Tensor, k: int) -> Tensor:
+    """DivPrune as vbdi/divprune's ``DivPrune`` computes it (``fidelity="reference"``).
+
+    In ``projected``'s own dtype (the model's; no float32 upcast): ``D = 1 - (Z / ||Z||)(Z / ||Z||)^T``
+    (``pairwise_cosine_similarity``); first pick ``argmax`` of the second-smallest entry of each
+    column (``topk(2, dim=0, largest=False).values[1]``); then ``argmax`` over columns of the minimum
+    over the picked rows. Picked tokens are masked (the reference relies on their distance to
+    themselves being about 0; they differ only if every remaining token is a near-duplicate, where
+    the reference would pick a token twice).
+
+    Args:
+        projected: ``(N, d)`` projected tokens; k: ``1 <= k <= N``.
+
+    Returns:
+        ``(k,)`` sorted LongTensor.
+    """
+    check_finite("projected", projected)
+    n = projected.shape[0]
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in [1, {n}], got {k}")
+    unit = projected / projected.norm(dim=1, keepdim=True)
+    dist = 1.0 - torch.mm(unit, unit.t())  # (N, N), model dtype
+    nxt = int(torch.argmax(torch.topk(dist, 2, dim=0, largest=False).values[1, :]))
+    picked = torch.zeros(n, dtype=torch.bool, device=projected.device)
+    chosen = torch.empty(k, dtype=torch.long, device=projected.device)
+    min_dist = dist[nxt]
+    for t in range(k):
+        chosen[t] = nxt
+        picked[nxt] = True
+        if t > 0:
+            min_dist = torch.minimum(min_dist, dist[nxt])  # min over the picked rows (exact)
+        if t + 1 < k:
+            nxt = int(torch.argmax(min_dist.masked_fill(picked, float("-inf"))))
+    return chosen.sort().values
+
+
 @register_method(
-    "divprune", summary="DivPrune: max-min diversity on projected tokens (diversity-only ablation)"
+    "divprune",
+    summary="DivPrune: max-min diversity on projected tokens (diversity-only ablation)",
+    reference="vbdi/divprune LLaVA/llava/model/llava_arch.py::DivPrune (called in prepare_inputs_labels_for_multimodal)",
+    reference_rounding="round",
+    reference_crops="one-pool",
 )
 def divprune(ctx: PruneContext, k: int) -> Selection:
-    """DivPrune for one image: ``ctx.projected`` ``(N, d_l)`` -> ``k`` sorted indices."""
+    """DivPrune for one image: ``ctx.projected`` ``(N, d_l)`` -> ``k`` sorted indices
+    (``fidelity="reference"``: :func:`divprune_reference`)."""
+    if ctx.fidelity == "reference":
+        return Selection(indices=divprune_reference(ctx.projected, k))
     return Selection(indices=divprune_select(ctx.projected, k))

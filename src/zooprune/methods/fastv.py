@@ -5,6 +5,12 @@ pkunlp-icler/FastV's ``FastVLlamaModel.forward``: after layer K-1, average the a
 the last token over heads, keep the top-R visual tokens, prune them from layer K on, keep the
 original position ids. Only the last token's attention row at layer K-1 is computed (from the
 cached keys), so every layer still runs SDPA. Option ``layer`` sets K (``InLLMOptions``).
+
+Selection happens once, at prefill, and the KV cache holds only the kept tokens from layer K on
+(the "KV cache" variant). The paper's reference (``FastVLlamaModel.forward`` with ``use_cache``
+off) re-runs the whole sequence at every decoding step and re-selects the kept tokens from the
+newest token's attention each time. That per-step re-selection is not implemented, so
+``fidelity="reference"`` raises for ``fastv`` (see ``docs/fidelity.md``).
 """
 
 from __future__ import annotations
@@ -20,6 +26,10 @@ from .options import InLLMOptions
     stage="in_llm",
     summary="FastV: top-k visual tokens by last-token attention at LLM layer K=2 (in-LLM)",
     options=InLLMOptions,
+    reference_unsupported="the reference (pkunlp-icler/FastV, FastVLlamaModel.forward) re-selects the kept "
+    "tokens at every decoding step from the newest token's attention, without a KV cache; zooprune selects "
+    "once at prefill and caches the kept tokens' keys (the KV-cache variant), and per-step re-selection is "
+    "not implemented",
 )
 def fastv(ctx: PruneContext, k: int) -> Selection:
     """Keep the ``k`` visual tokens with the largest ``ctx.llm_attention`` ``(N,)``."""

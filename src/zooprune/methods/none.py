@@ -8,7 +8,11 @@ from .base import PruneContext, Selection, register_method
 
 
 @register_method(
-    "none", summary="no pruning: every visual token is kept", prunes=False, aliases=("all", "full")
+    "none",
+    summary="no pruning: every visual token is kept",
+    prunes=False,
+    aliases=("all", "full"),
+    reference="the stock model (nothing is pruned)",
 )
 def keep_all(ctx: PruneContext, k: int) -> Selection:
     """Return all N indices whatever ``k`` is."""

@@ -25,9 +25,11 @@ tokens are ``ctx.projected`` rows as they are. (For a nonlinear projector, mergi
 projected tokens instead would be a different method.)
 
 Differences from the reference, on purpose:
-- the [CLS] token is not kept. The reference keeps the [CLS] hidden state as an extra
-  dominant token (its "64 tokens" are 65); HF LLaVA's default feature strategy drops [CLS]
-  and the context holds patch tokens only, so here k_d + k_c = k exactly.
+- the [CLS] token is not kept: here the k_d dominant tokens are all patches, k_d + k_c = k.
+  The reference keeps [CLS] as one of its dominant tokens and takes only ``dominant - 1``
+  patches by attention: its "64" is [CLS] + 53 dominant patches + 10 contextual tokens (it
+  also counts to 64). ``fidelity="reference"`` does the same (:func:`visionzip_reference`),
+  with [CLS] first, as the reference orders them.
 - split: the reference uses 54+10 / 108+20 / 162+30 for 64 / 128 / 192 tokens, i.e.
   k_c = 5k/32; other k use k_c = round(5k/32) (half up), at least 1 when k >= 2 (k_c = 0 for k = 1).
   Override with the ``dominant`` and/or ``contextual`` options.
@@ -139,12 +141,45 @@ def merge_groups(hidden: Tensor, targets: Tensor, assign: Tensor, mode: str = "r
     raise ValueError(f"visionzip merge must be 'reference' or 'mean', got {mode!r}")
 
 
+@torch.no_grad()
+def visionzip_reference(ctx: PruneContext, k: int) -> Selection:
+    """VisionZip as ``CLIPVisionTower_forward`` (dvlab-research/VisionZip ``visionzip/utils.py``) runs
+    it for LLaVA-1.5 (``fidelity="reference"``): the split gives ``(dominant, contextual)`` (54 + 10 for
+    64); the reference passes ``dominant - 1`` to its top-k, so the dominant tokens are [CLS] plus the
+    ``dominant - 1`` patches of highest [CLS] attention (original order), then the contextual tokens.
+
+    Returns ``indices`` = the ``(dominant - 1,)`` kept patches, ``tokens`` = ``(k, d_l)``: projected
+    [CLS], the dominant patches, the contextual tokens (the reference's order).
+    """
+    ctx.require("cls_attention", "keys", "features", "projector", "cls_feature", method="visionzip")
+    n = ctx.num_tokens
+    opts: VisionZipOptions = ctx.options
+    k_d, k_c = dominant_contextual_split(k, n, opts.dominant, opts.contextual)  # k < N (keep-all: no call)
+    scores = ctx.cls_attention.float().reshape(n)
+    patches = k_d - 1  # the reference's topk(dominant - 1): [CLS] is the first dominant token
+    dominant = sorted_unique(scores.topk(patches).indices) if patches else torch.zeros(0, dtype=torch.long)
+    proj32 = float32_projector(ctx.projector)
+    cls_token = proj32(ctx.cls_feature.float()[None]).to(ctx.projected.dtype)  # (1, d_l)
+    tokens = torch.cat([cls_token, ctx.projected[dominant]], dim=0)
+    if k_c:
+        rest = torch.ones(n, dtype=torch.bool, device=scores.device)
+        rest[dominant] = False
+        rest_idx = rest.nonzero().squeeze(-1)  # (R,) original order
+        metric = head_mean_keys(ctx.keys, opts.num_heads)[rest_idx]
+        targets, assign = contextual_groups(metric, k_c)
+        merged = merge_groups(ctx.features.float()[rest_idx], targets, assign, "reference")
+        tokens = torch.cat([tokens, proj32(merged).to(tokens.dtype)], dim=0)
+    return Selection(indices=dominant.long(), scores=scores, tokens=tokens)
+
+
 @register_method(
     "visionzip",
     needs=("cls_attention", "keys", "features", "projector"),
     summary="VisionZip: [CLS]-attention dominant tokens + key-similarity merged contextual tokens",
     options=VisionZipOptions,
     merges_tokens=True,
+    reference="dvlab-research/VisionZip visionzip/utils.py::CLIPVisionTower_forward (LLaVA-1.5)",
+    reference_options=(("merge", "reference"),),
 )
 @torch.no_grad()
 def visionzip(ctx: PruneContext, k: int) -> Selection:
@@ -155,6 +190,8 @@ def visionzip(ctx: PruneContext, k: int) -> Selection:
     ``(k_d + k_c, d_l)`` dominant rows of ``projected`` then the projected contextual tokens,
     ``scores`` = the [CLS] attention.
     """
+    if ctx.fidelity == "reference":
+        return visionzip_reference(ctx, k)
     ctx.require("cls_attention", "keys", "features", "projector", method="visionzip")
     n = ctx.num_tokens
     attn, keys, feats = ctx.cls_attention, ctx.keys, ctx.features

@@ -6,6 +6,10 @@ Estimation in Vision-Language Models" (arXiv 2509.24837). Reference code: AIM-SK
 ``prepare_inputs_labels_for_multimodal``). Differences from the reference, on purpose: scores
 are computed in float32 whatever the model dtype, every draw is seeded, batches are
 supported, and the greedy selection keeps a running minimum (same picks, O(k N)).
+``fidelity="reference"`` reproduces the reference instead (:func:`zoo_reference`): the central
+estimator in float16, SADS in float16 with the reference's distance and tie rules, and on
+LLaVA-NeXT its per-crop budget and newline handling (``adapters/groups.py::select_frames``);
+``docs/fidelity.md`` lists every point.
 
 The sensitivity estimators (the paper's central difference, jvp, closed form) live in
 ``estimators.py``; this file holds the selection (SADS), the typed options and the two
@@ -15,6 +19,7 @@ registered methods (``zoo`` and its sensitivity-only ablation ``zoo-sensitivity`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +33,9 @@ from .estimators import (
     draw_directions,
     estimate_sensitivity,
     get_estimator,
+    lowrank_projector,
     mlp_structure,
+    reference_sensitivity,
     sensitivity,
 )
 from .options import MethodOptions
@@ -47,12 +54,19 @@ class ZooOptions(MethodOptions):
         num_directions: m, random directions (paper default 64); ``central`` and ``jvp`` only.
         step: h, the finite-difference step (paper default 0.01); ``central`` only.
         chunk_size: directions (``central``, ``jvp``) or tokens (``closed-form``) per pass.
+        projector_rank: score through a rank-r SVD factorisation of the two-layer projector instead
+            of the projector (the reference's LLaVA-NeXT setting uses r = 128; ``central`` / ``jvp``).
+        lowrank: which weights the rank-r projector factorises: ``trained`` (the model's; what the
+            paper describes) or ``as-constructed`` (freshly initialised ones, seeded: what the
+            reference code factorises; see ``estimators.lowrank_projector``).
     """
 
     estimator: str | None = None
     num_directions: int = 64
     step: float = 0.01
     chunk_size: int | None = None
+    projector_rank: int | None = None
+    lowrank: Literal["trained", "as-constructed"] = "trained"
 
     def __post_init__(self) -> None:
         if self.estimator is not None:
@@ -63,6 +77,8 @@ class ZooOptions(MethodOptions):
             raise ValueError(f"step must be > 0, got {self.step}")
         if self.chunk_size is not None and self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        if self.projector_rank is not None and self.projector_rank < 1:
+            raise ValueError(f"projector_rank must be >= 1, got {self.projector_rank}")
 
     def ignored(self, given: frozenset[str]) -> dict[str, str]:
         est = get_estimator(self.estimator or DEFAULT_ESTIMATOR)
@@ -72,6 +88,10 @@ class ZooOptions(MethodOptions):
             out["num_directions"] = f"{which} draws no directions; choose estimator='central' (the paper's) or 'jvp'"
         if "step" in given and not est.uses_step:
             out["step"] = f"{which} takes no finite-difference step; choose estimator='central' (the paper's)"
+        if "projector_rank" in given and est.name == "closed-form":
+            out["projector_rank"] = f"{which} reads the full projector; choose estimator='central' or 'jvp'"
+        if "lowrank" in given and self.projector_rank is None:
+            out["lowrank"] = "it only applies with projector_rank (a rank-r projector)"
         return out
 
 
@@ -145,14 +165,117 @@ def resolve_estimator(options: ZooOptions, projector: object) -> str:
     return DEFAULT_ESTIMATOR
 
 
+def scoring_projector(ctx: PruneContext) -> object:
+    """``ctx.projector``, or its rank-r factorisation when the ``projector_rank`` option is set."""
+    opts: ZooOptions = ctx.options
+    if opts.projector_rank is None:
+        return ctx.projector
+    seed = int(ctx.generator.initial_seed()) if ctx.generator is not None else 0
+    return lowrank_projector(ctx.projector, opts.projector_rank, opts.lowrank, seed)
+
+
+def _reference_distance(z: Tensor, form: str) -> Tensor:
+    """``(N, N)`` float16 cosine distance ``1 - cos`` computed as the reference computes it.
+
+    ``form="cosine_similarity"``: ``llava_arch.py::select_tokens_sads`` (``F.cosine_similarity`` of
+    ``(N, 1, d)`` against ``(1, N, d)``; here row blocks at a time, same values);
+    ``form="normalized_mm"``: ``llava_arch_llava_next_7b.py::pairwise_cosine_similarity`` (rows divided
+    by their norm, then one matrix product).
+    """
+    if form == "normalized_mm":
+        unit = z / z.norm(dim=1, keepdim=True)
+        return 1.0 - torch.mm(unit, unit.t())
+    n, d = z.shape
+    rows = max(1, (1 << 24) // max(1, n * d))
+    out = torch.empty(n, n, dtype=z.dtype, device=z.device)
+    for start in range(0, n, rows):
+        block = z[start : start + rows].unsqueeze(1)  # (r, 1, d)
+        out[start : start + rows] = 1.0 - F.cosine_similarity(block, z.unsqueeze(0), dim=-1)
+    return out
+
+
+@torch.no_grad()
+def select_reference(projected: Tensor, scores: Tensor, k: int, form: str = "cosine_similarity") -> Tensor:
+    """SADS as the reference code runs it (``llava_arch.py::select_tokens_sads``; per crop
+    ``llava_arch_llava_next_7b.py::select_tokens_sads_multi_frames``): everything in float16 (the
+    reference model's dtype), ``S^ = (S - min) / (max - min + 1e-8)`` (ones if constant), first pick
+    argmax S^, then argmax of ``min_{picked} D * S^`` over unpicked tokens; ``torch.argmax`` ties go
+    to the lowest index (fp16 makes ties common). The minimum over the picked rows is kept as a
+    running minimum (``min`` is exact, so the values equal the reference's re-reduction).
+
+    Args:
+        projected: ``(N, d)`` projected tokens (rounded to fp16).
+        scores: ``(N,)`` sensitivities (rounded to fp16).
+        k: tokens to keep, ``1 <= k <= N``.
+        form: the reference's distance computation (see :func:`_reference_distance`).
+
+    Returns:
+        ``(k,)`` sorted LongTensor.
+    """
+    z, s = projected.half(), scores.half()
+    n = z.shape[0]
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in [1, {n}], got {k}")
+    dist = _reference_distance(z, form)  # (N, N) fp16
+    if s.max() > s.min():
+        weight = (s - s.min()) / (s.max() - s.min() + 1e-8)
+    else:
+        weight = torch.ones_like(s)
+    picked = torch.zeros(n, dtype=torch.bool, device=z.device)
+    chosen = torch.empty(k, dtype=torch.long, device=z.device)
+    min_dist = None
+    for t in range(k):
+        gain = weight if min_dist is None else min_dist * weight
+        idx = int(torch.argmax(gain.masked_fill(picked, float("-inf"))))
+        chosen[t] = idx
+        picked[idx] = True
+        min_dist = dist[idx] if min_dist is None else torch.minimum(min_dist, dist[idx])
+    return chosen.sort().values
+
+
+def zoo_reference(ctx: PruneContext, k: int) -> Selection:
+    """``fidelity="reference"``: :func:`reference_sensitivity` (fp16 central difference through the
+    projector, or the rank-r one) then :func:`select_reference`. Within a crop of a multi-crop image
+    (``ctx.group`` set, LLaVA-NeXT) the distance follows ``select_tokens_sads_multi_frames``."""
+    ctx.require("features", "projector", method="zoo")
+    opts: ZooOptions = ctx.options
+    timings: dict[str, float] = {}
+    with timed(timings, "score"):
+        scores = reference_sensitivity(
+            ctx.features,
+            scoring_projector(ctx),
+            num_directions=opts.num_directions,
+            step=opts.step,
+            generator=ctx.generator,
+            chunk_size=opts.chunk_size,
+        )  # (N,) fp16
+    with timed(timings, "select"):
+        form = "cosine_similarity" if ctx.group is None else "normalized_mm"
+        kept = select_reference(ctx.projected, scores, k, form)
+    rank = "" if opts.projector_rank is None else f"@rank-{opts.projector_rank}"
+    return Selection(indices=kept, scores=scores.float(), timings=timings, estimator=REFERENCE_ESTIMATOR + rank)
+
+
+#: How reports name the reference's estimator: the paper's central difference, computed in fp16.
+REFERENCE_ESTIMATOR = "central-fp16"
+
+
+def estimator_name(ctx: PruneContext) -> str:
+    """The estimator that scores ``ctx`` (as reports name it; a rank-r projector adds ``@rank-r``)."""
+    opts: ZooOptions = ctx.options
+    name = resolve_estimator(opts, scoring_projector(ctx))
+    return name if opts.projector_rank is None else f"{name}@rank-{opts.projector_rank}"
+
+
 def _scores(ctx: PruneContext, method: str) -> Tensor:
     """Sensitivities ``(N,)`` of ``ctx.features`` through ``ctx.projector`` (see ``estimators.py``)."""
     ctx.require("features", "projector", method=method)
     opts: ZooOptions = ctx.options
+    projector = scoring_projector(ctx)
     return estimate_sensitivity(
         ctx.features,
-        ctx.projector,
-        resolve_estimator(opts, ctx.projector),
+        projector,
+        resolve_estimator(opts, projector),
         num_directions=opts.num_directions,
         step=opts.step,
         generator=ctx.generator,
@@ -167,15 +290,22 @@ def _scores(ctx: PruneContext, method: str) -> Tensor:
     options=ZooOptions,
     takes_estimator=True,
     aliases=("zoo-prune", "zooprune"),
+    reference="AIM-SKKU/ZOO-Prune LLaVA/llava/model/llava_arch.py::select_tokens_sads and the scoring block of "
+    "prepare_inputs_labels_for_multimodal (LLaVA-NeXT: llava_arch_llava_next_7b.py)",
+    reference_crops="frames",
+    reference_options=(("estimator", "central"),),
 )
 def zoo(ctx: PruneContext, k: int) -> Selection:
-    """ZOO-Prune for one image: sensitivity through the projector, then SADS selection."""
+    """ZOO-Prune for one image: sensitivity through the projector, then SADS selection
+    (``fidelity="reference"``: :func:`zoo_reference`)."""
+    if ctx.fidelity == "reference":
+        return zoo_reference(ctx, k)
     timings: dict[str, float] = {}
     with timed(timings, "score"):
         scores = _scores(ctx, "zoo")  # (N,)
     with timed(timings, "select"):
         kept = select(ctx.projected, scores, k)  # (k,)
-    return Selection(indices=kept, scores=scores, timings=timings)
+    return Selection(indices=kept, scores=scores, timings=timings, estimator=estimator_name(ctx))
 
 
 @register_method(
@@ -184,6 +314,7 @@ def zoo(ctx: PruneContext, k: int) -> Selection:
     summary="ablation: top-k by zeroth-order sensitivity alone (no diversity)",
     options=ZooOptions,
     takes_estimator=True,
+    reference_unsupported="the reference code has no sensitivity-only path (it is the paper's ablation)",
 )
 def zoo_sensitivity(ctx: PruneContext, k: int) -> Selection:
     """Ablation of ZOO-Prune: keep the k most sensitive tokens, no diversity term."""
@@ -192,4 +323,4 @@ def zoo_sensitivity(ctx: PruneContext, k: int) -> Selection:
         scores = _scores(ctx, "zoo-sensitivity")  # (N,)
     with timed(timings, "select"):
         kept = sorted_unique(scores.topk(k).indices)
-    return Selection(indices=kept, scores=scores, timings=timings)
+    return Selection(indices=kept, scores=scores, timings=timings, estimator=estimator_name(ctx))

@@ -100,4 +100,5 @@ def sensitivity_report(
         if report is not None and report.scores is not None and get_method(report.method).takes_estimator:
             return report
     options = comparison_options(SENSITIVITY_METHOD, estimator_options)
-    return vlm.using(method=SENSITIVITY_METHOD, keep=1, **options).prepare([image], [prompt]).reports[0]
+    scoring = vlm.using(method=SENSITIVITY_METHOD, keep=1, fidelity="improved", **options)  # it has no reference mode
+    return scoring.prepare([image], [prompt]).reports[0]

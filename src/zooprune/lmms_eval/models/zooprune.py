@@ -75,6 +75,7 @@ class ZooPrune(lmms):
             device=device,
             dtype=self.args.dtype,
             trust_remote_code=self.args.trust_remote_code,
+            fidelity=self.args.fidelity,  # type: ignore[arg-type]
             **self.args.options,
         )
         self.accelerator = accelerator
@@ -85,7 +86,7 @@ class ZooPrune(lmms):
         if self._rank == 0:
             logger.info(
                 f"zooprune: {self.vlm.adapter.__class__.__name__} from {self.args.pretrained}, "
-                f"method={self.vlm.config.method} keep={self.vlm.config.keep} batch_size={self.args.batch_size} "
+                f"method={self.vlm.config.method} keep={self.vlm.config.keep} fidelity={self.vlm.config.fidelity} batch_size={self.args.batch_size} "
                 f"on {device} x {self._world_size}"
             )
 
