@@ -1,0 +1,30 @@
+"""zooprune inside vLLM: a ``vllm.general_plugins`` plugin that prunes image tokens in the engine.
+
+``pip install "zooprune[vllm]"`` next to vLLM; vLLM then calls :func:`register` in each of its
+processes (entry point ``zooprune = "zooprune.vllm:register"``), which replaces vLLM's
+``LlavaForConditionalGeneration`` by :class:`zooprune.vllm.llava.ZooLlavaForConditionalGeneration`
+(registered lazily by name: nothing here imports vLLM). Without a zooprune setting the model is
+stock vLLM. See ``docs/vllm.md``.
+
+Files (one job each):
+    request.py    deployment default + per-request settings -> a validated PruneConfig; wire format
+    budget.py     placeholders per image: a pure function of (visual tokens, grid, configuration)
+    processor.py  the multimodal processor: validation (HTTP 400), k placeholders, the plan field
+    vision.py     vLLM's vision tower -> features, [CLS] attention and keys (hook, TP gather)
+    projector.py  float32 full-weight projector (gathers tensor-parallel shards)
+    select.py     per image: PruneContext -> zooprune.pipeline.select_image -> kept tokens
+    llava.py      the model class: embed_multimodal prunes each image to its request's budget
+"""
+
+from __future__ import annotations
+
+#: vLLM architecture name -> the zooprune class that replaces it ("module:Class", imported lazily).
+MODELS = {"LlavaForConditionalGeneration": "zooprune.vllm.llava:ZooLlavaForConditionalGeneration"}
+
+
+def register() -> None:
+    """vLLM plugin entry point: register zooprune's model classes (idempotent, imports no model code)."""
+    from vllm import ModelRegistry
+
+    for architecture, target in MODELS.items():
+        ModelRegistry.register_model(architecture, target)
