@@ -34,3 +34,8 @@ def float32_projector(projector: Callable[[Tensor], Tensor]) -> Callable[[Tensor
 def sorted_unique(indices: Tensor) -> Tensor:
     """``(k,)`` -> sorted ascending LongTensor (the original token order)."""
     return torch.sort(indices.long()).values
+
+
+def at_least_float32(t: Tensor) -> Tensor:
+    """``t`` in float32, or in its own dtype if wider (float64 inputs are computed in float64)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))

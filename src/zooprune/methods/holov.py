@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..tensors import check_finite, sorted_unique
+from ..tensors import at_least_float32, check_finite, sorted_unique
 from .base import PruneContext, Selection, register_method
 from .options import MethodOptions
 
@@ -67,11 +67,6 @@ class HoloVOptions(MethodOptions):
             raise ValueError(f"crops must be >= 1, got {self.crops}")
         if self.alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {self.alpha}")
-
-
-def _wide(t: Tensor) -> Tensor:
-    """``t`` in float32, or in its own dtype if wider (float64 inputs are computed in float64)."""
-    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 def crop_bounds(n: int, crops: int) -> list[tuple[int, int]]:
@@ -144,7 +139,7 @@ def holov_select(projected: Tensor, cls_attention: Tensor, k: int, crops: int = 
         raise ValueError(f"k must be >= 1, got {k}")
     if k >= n:
         return torch.arange(n, device=projected.device)
-    x, attn = _wide(projected), _wide(cls_attention)
+    x, attn = at_least_float32(projected), at_least_float32(cls_attention)
     bounds = crop_bounds(n, crops)
     scores = torch.stack([crop_score(x[s:e], attn[s:e], alpha) for s, e in bounds])  # (P,)
     weights = scores / (scores.sum() + EPS)

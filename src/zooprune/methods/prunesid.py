@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..tensors import check_finite, sorted_unique
+from ..tensors import at_least_float32, check_finite, sorted_unique
 from .base import PruneContext, Selection, register_method
 from .options import MethodOptions
 
@@ -75,14 +75,9 @@ class PruneSIDOptions(MethodOptions):
             raise ValueError(f"group_cap must be >= 1, got {self.group_cap}")
 
 
-def _wide(t: Tensor) -> Tensor:
-    """``t`` in float32, or in its own dtype if wider (float64 inputs are computed in float64)."""
-    return t.to(torch.promote_types(t.dtype, torch.float32))
-
-
 def pca_groups(features: Tensor, q: int) -> Tensor:
     """Group of each token (reference ``batch_pca``): ``(N, d_v)`` features -> ``(N,)`` in ``[0, q)``."""
-    a = torch.sigmoid(_wide(features)).T  # (d_v, N): channels are the samples, tokens the variables
+    a = torch.sigmoid(at_least_float32(features)).T  # (d_v, N): channels are the samples, tokens the variables
     a = a - a.mean(dim=0, keepdim=True)
     _, _, vh = torch.linalg.svd(a, full_matrices=False)  # vh: (min(d_v, N), N)
     return vh[:q].T.abs().argmax(dim=-1)
@@ -171,11 +166,11 @@ def prunesid_select(
     q = components if components is not None else int(k / 4)
     q = max(1, min(q, d_v - 1, n, k))  # every non-empty group keeps a token: at most k groups
     group = pca_groups(features, q)  # (N,)
-    z = F.normalize(_wide(features), dim=-1)
+    z = F.normalize(at_least_float32(features), dim=-1)
     sim = z @ z.T  # (N, N)
     upper = torch.triu(torch.ones(n, n, dtype=torch.bool, device=sim.device), diagonal=1)
     tau = (k / 32) * float(sim[upper].mean())
-    attn = _wide(cls_attention)
+    attn = at_least_float32(cls_attention)
     rankings, counts, survivors = [], [], []
     for g in range(q):
         members = (group == g).nonzero().squeeze(-1)

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..tensors import check_finite, sorted_unique
+from ..tensors import at_least_float32, check_finite, sorted_unique
 from .base import PruneContext, Selection, register_method
 from .options import MethodOptions
 
@@ -67,11 +67,6 @@ class VisPrunerOptions(MethodOptions):
             raise ValueError(f"important_ratio must be in [0, 1], got {self.important_ratio}")
         if self.step < 1:
             raise ValueError(f"step must be >= 1, got {self.step}")
-
-
-def _wide(t: Tensor) -> Tensor:
-    """``t`` in float32, or in its own dtype if wider (float64 inputs are computed in float64)."""
-    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 def remove_duplicates(normed: Tensor, residual: Tensor, keep: int, step: int = 8) -> Tensor:
@@ -118,8 +113,8 @@ def vispruner_select(
     if k >= n:
         return torch.arange(n, device=cls_attention.device)
     k_imp = int(k * important_ratio)
-    order = torch.sort(_wide(cls_attention), descending=True, stable=True).indices  # (N,)
-    normed = F.normalize(_wide(features), dim=-1)
+    order = torch.sort(at_least_float32(cls_attention), descending=True, stable=True).indices  # (N,)
+    normed = F.normalize(at_least_float32(features), dim=-1)
     diverse = remove_duplicates(normed, order[k_imp:], k - k_imp, step)
     return sorted_unique(torch.cat([order[:k_imp], diverse]))
 
