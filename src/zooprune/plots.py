@@ -78,21 +78,25 @@ def layer_averaged_tokens(summary: dict[str, Any]) -> float:
 def plot_accuracy_vs_budget(
     summaries: list[dict[str, Any]], path: str | Path, title: str = "", highlight: str = HIGHLIGHT
 ) -> list[Path]:
-    """Accuracy (%) against mean visual tokens (log scale), one line per method; the unpruned model
-    is a dashed line. Writes PNG and SVG; returns their paths."""
+    """Accuracy (%) against mean visual tokens (log scale), one line per method with its 95 %
+    interval as a band (when the summaries carry ``ci95``); the unpruned model is a dashed line with
+    its band. Writes PNG and SVG; returns their paths."""
     fig, ax = line_axes(title or "accuracy vs. visual-token budget")
     for method in dict.fromkeys(s["method"] for s in summaries):
         rows = sorted((s for s in summaries if s["method"] == method), key=layer_averaged_tokens)
+        bands = [r.get("ci95") for r in rows]
         if unpruned(method):
             ax.axhline(100 * rows[0]["accuracy"], color="black", ls="--", lw=1, label="unpruned")
+            if bands[0]:
+                ax.axhspan(100 * bands[0][0], 100 * bands[0][1], color="black", alpha=0.08, lw=0)
             continue
-        ax.plot(
-            [layer_averaged_tokens(r) for r in rows],
-            [100 * r["accuracy"] for r in rows],
-            marker="o",
-            lw=line_width(method, highlight),
-            label=method,
+        xs = [layer_averaged_tokens(r) for r in rows]
+        (line,) = ax.plot(
+            xs, [100 * r["accuracy"] for r in rows], marker="o", lw=line_width(method, highlight), label=method
         )
+        if all(bands):
+            low, high = [100 * b[0] for b in bands], [100 * b[1] for b in bands]
+            ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.15, lw=0)
     ax.set_xscale("log")
     xlabel = "visual tokens per image, averaged over LLM layers (log scale)"
     return save_line_chart(fig, ax, xlabel, "accuracy (%)", path)

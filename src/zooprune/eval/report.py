@@ -1,42 +1,83 @@
-"""Evaluation summaries as tables (plain text and markdown); the plot is :func:`zooprune.plots.plot_accuracy_vs_budget`."""
+"""Evaluation summaries as tables (plain text and markdown), with 95 % intervals and paired comparisons.
+
+The plot is :func:`zooprune.plots.plot_accuracy_vs_budget`. Every accuracy carries its Wilson
+interval; ``vs none`` / ``vs <reference>`` are paired differences on the same questions with their
+paired-bootstrap intervals, marked ``n.d.`` (not distinguishable) where the interval contains 0.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+NOT_DISTINGUISHABLE = "n.d."
+LEGEND = (
+    "accuracy in % [95 % Wilson interval]; vs = paired difference in points on the same questions "
+    f"[95 % paired-bootstrap interval], McNemar p; {NOT_DISTINGUISHABLE} = not distinguishable "
+    "(the interval contains 0)"
+)
+
+
+def pct(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def with_interval(value: float, ci: list[float] | None) -> str:
+    """``64.7 [60.1, 69.0]`` (percent)."""
+    return pct(value) if not ci else f"{pct(value)} [{pct(ci[0])}, {pct(ci[1])}]"
+
+
+def comparison_cell(comparison: dict[str, Any] | None) -> str:
+    """``-3.1 [-6.2, +0.1] p=0.06 n.d.``, or ``-`` when there is nothing to compare with."""
+    if not comparison:
+        return "-"
+    low, high = comparison["ci95"]
+    cell = f"{100 * comparison['difference']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] p={comparison['mcnemar_p']:.2g}"
+    return cell if comparison["distinguishable"] else f"{cell} {NOT_DISTINGUISHABLE}"
+
+
+def table_rows(summaries: list[dict[str, Any]]) -> list[list[str]]:
+    """Header + one row per (method, budget): tokens, accuracy per family and overall with intervals,
+    relative (%), and the paired comparisons."""
+    families = sorted({f for s in summaries for f in s["per_family"]})
+    reference = next((s.get("reference") for s in summaries if s.get("reference")), None)
+    head = ["method", "keep", "tokens", "equiv.", "GFLOPs"] + families + ["overall", "rel.%", "vs none"]
+    head += [f"vs {reference}"] if reference else []
+    rows = [head]
+    for s in summaries:
+        family_ci = s.get("per_family_ci95", {})
+        row = [
+            s["method"],
+            s["keep"],
+            f"{s['mean_kept_tokens']:.1f}",
+            f"{s.get('mean_equivalent_tokens', s['mean_kept_tokens']):.1f}",
+            f"{s.get('mean_prefill_gflops', float('nan')):.3g}",
+        ]
+        row += [with_interval(s["per_family"][f], family_ci.get(f)) if f in s["per_family"] else "-" for f in families]
+        row += [
+            with_interval(s["accuracy"], s.get("ci95")),
+            "-" if s["relative"] is None else f"{s['relative']:.1f}",
+            comparison_cell(s.get("vs_unpruned")),
+        ]
+        row += [comparison_cell(s.get("vs_reference"))] if reference else []
+        rows.append(row)
+    return rows
+
 
 def accuracy_table(summaries: list[dict[str, Any]]) -> str:
-    """One row per (method, budget): kept tokens, layer-averaged tokens, accuracy per family, overall,
-    relative (%). Returned as aligned plain text."""
-    families = sorted({f for s in summaries for f in s["per_family"]})
-    head = ["method", "keep", "tokens", "equiv.", "GFLOPs"] + families + ["overall", "rel.%"]
-    lines = [head]
-    for s in summaries:
-        rel = "-" if s["relative"] is None else f"{s['relative']:.1f}"
-        lines.append(
-            [
-                s["method"],
-                s["keep"],
-                f"{s['mean_kept_tokens']:.1f}",
-                f"{s.get('mean_equivalent_tokens', s['mean_kept_tokens']):.1f}",
-                f"{s.get('mean_prefill_gflops', float('nan')):.3g}",
-            ]
-            + [f"{100 * s['per_family'].get(f, float('nan')):.1f}" for f in families]
-            + [f"{100 * s['accuracy']:.1f}", rel]
-        )
-    widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
+    """The table as aligned plain text, with the legend under it."""
+    rows = table_rows(summaries)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     out = [
         "  ".join(cell.rjust(w) if i > 1 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-        for row in lines
+        for row in rows
     ]
     out.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(out)
+    return "\n".join(out + ["", LEGEND])
 
 
 def markdown_table(summaries: list[dict[str, Any]]) -> str:
     """The same table as :func:`accuracy_table`, as GitHub markdown."""
-    rows = [line.split() for line in accuracy_table(summaries).splitlines()]
-    head, body = rows[0], [r for r in rows[2:]]
+    head, *body = table_rows(summaries)
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     out += ["| " + " | ".join(r) + " |" for r in body]
-    return "\n".join(out) + "\n"
+    return "\n".join(out + ["", LEGEND]) + "\n"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -15,6 +16,7 @@ from ..vlm import PrunedVLM
 from .cache import PredictionCache
 from .data import EvalItem
 from .metrics import accuracy_by_family, is_correct
+from .stats import paired_comparison, wilson_interval
 
 
 def configurations(methods: Sequence[str], keeps: Sequence[Keep]) -> list[tuple[str, Keep]]:
@@ -37,13 +39,16 @@ def evaluate(
     seed: int = 0,
     progress: bool = True,
     estimator_options: Mapping[str, Any] | None = None,
+    reference: str | None = None,
 ) -> list[dict[str, Any]]:
     """Predict every item under every (method, keep); finished predictions come from ``cache``.
 
     ``vlm`` is left as it was (each configuration runs on ``vlm.using(...)``); ``estimator_options``
     go to the methods that take a sensitivity estimator only.
 
-    Returns one summary dict per configuration (accuracy overall and per family, mean kept tokens).
+    Returns one summary dict per configuration: accuracy overall and per family with 95 % Wilson
+    intervals, mean kept tokens, and paired comparisons on the same questions against the unpruned
+    model and against ``reference`` at the same budget (see :func:`add_comparisons`).
     """
     pairs = configurations(methods, keeps)
     shape = lm_shape(vlm.model.config)
@@ -81,13 +86,17 @@ def evaluate(
             bar.update(len(batch))
         rows = [cache.get(method, label, it.uid) for it in items]
         accuracy = accuracy_by_family((r["family"], r["correct"]) for r in rows)
+        intervals = family_intervals((r["family"], r["correct"]) for r in rows)
         summaries.append(
             {
                 "method": method,
                 "keep": label,
                 "num_samples": len(rows),
                 "accuracy": accuracy["overall"],
+                "ci95": intervals.pop("overall"),
                 "per_family": {k: v for k, v in accuracy.items() if k != "overall"},
+                "per_family_ci95": intervals,
+                "correct": [bool(r["correct"]) for r in rows],  # in item order: pairs configurations
                 "mean_tokens_before": sum(r["tokens_before"] for r in rows) / len(rows),
                 "mean_kept_tokens": sum(r["tokens_after"] for r in rows) / len(rows),
                 "mean_equivalent_tokens": sum(r.get("equivalent_tokens", r["tokens_after"]) for r in rows)
@@ -97,6 +106,9 @@ def evaluate(
         )
     bar.close()
     add_relative(summaries)
+    add_comparisons(summaries, reference)
+    for s in summaries:
+        del s["correct"]
     return summaries
 
 
@@ -107,6 +119,32 @@ def report_prefill_flops(report: PruneReport, shape: LMShape) -> float:
     kept = report.text_tokens + report.tokens_after
     k = report.prune_layer
     return prefill_flops(full, shape, layers=k) + prefill_flops(kept, shape, layers=shape.layers - k)
+
+
+def family_intervals(rows: Iterable[tuple[str, bool]]) -> dict[str, list[float]]:
+    """``(family, correct)`` pairs -> 95 % Wilson interval per family and ``"overall"``."""
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for family, correct in rows:
+        for key in (family, "overall"):
+            counts[key][0] += int(correct)
+            counts[key][1] += 1
+    return {k: list(wilson_interval(hits, n)) for k, (hits, n) in sorted(counts.items())}
+
+
+def add_comparisons(summaries: list[dict[str, Any]], reference: str | None) -> None:
+    """Paired comparisons on the same questions (needs each summary's ``correct`` vector):
+    ``vs_unpruned`` against the unpruned model and ``vs_reference`` against method ``reference`` at
+    the same budget, each ``{difference, ci95 (paired bootstrap), mcnemar_p, distinguishable, ...}``
+    or None where that configuration was not evaluated (or is the configuration itself)."""
+    base = next((s for s in summaries if unpruned(s["method"])), None)
+    by_config = {(s["method"], s["keep"]): s for s in summaries}
+    for s in summaries:
+        s["vs_unpruned"] = None if base is None or s is base else paired_comparison(s["correct"], base["correct"]).to_dict()
+        other = by_config.get((reference, s["keep"])) if reference else None
+        s["vs_reference"] = (
+            None if other is None or other is s else paired_comparison(s["correct"], other["correct"]).to_dict()
+        )
+        s["reference"] = reference
 
 
 def add_relative(summaries: list[dict[str, Any]]) -> None:
