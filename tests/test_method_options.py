@@ -16,6 +16,8 @@ from zooprune.methods.cdpruner import CDPrunerOptions
 from zooprune.methods.dart import DartOptions
 from zooprune.methods.holov import HoloVOptions
 from zooprune.methods.prunesid import PruneSIDOptions
+from zooprune.methods.pyramiddrop import PyramidDropOptions
+from zooprune.methods.sparsevlm import SparseVLMOptions
 from zooprune.methods.visionzip import VisionZipOptions
 from zooprune.methods.vispruner import VisPrunerOptions
 from zooprune.methods.zoo import ZooOptions
@@ -33,7 +35,9 @@ EXPECTED = {
     "norm": MethodOptions,
     "pool": MethodOptions,
     "prunesid": PruneSIDOptions,
+    "pyramiddrop": PyramidDropOptions,
     "random": MethodOptions,
+    "sparsevlm": SparseVLMOptions,
     "visionzip": VisionZipOptions,
     "vispruner": VisPrunerOptions,
     "zoo": ZooOptions,

@@ -1,14 +1,17 @@
-"""In-LLM pruning (FastV, DART): all tokens through layers 0..K-1, only kept ones from layer K on.
+"""In-LLM pruning (FastV, DART, PyramidDrop, SparseVLM): visual tokens dropped at one or more LLM layers.
 
 One mechanism for every in-LLM method and every Llama-style language model (Llama, Mistral,
 Qwen2): forward pre-hooks on *this model instance's* decoder layers, installed only while a
-``generate`` / ``forward`` call runs. During prefill, the hook on layer K reads layer K-1's
-state (output hidden states, post-RoPE keys from the cache, the last prompt token's attention),
-asks the method which visual tokens to keep, and gathers hidden states, mask and rotary
-embeddings to those positions; layers after K get the same gather. Positions keep their
-original values (as FastV's ``position_ids = keep_indexs``). During decoding, layers >= K see a
-key mask restricted to the kept positions, matching their shorter KV cache, while layers < K
-keep every token's keys (exactly the FastV/DART computation with a KV cache).
+``generate`` / ``forward`` call runs. A method prunes in stages at layers ``K_1 < ... < K_S``
+(``InLLMStages.stage_layers``; FastV / DART: one stage at K). During prefill, the hook on layer
+``K_s`` reads layer ``K_s - 1``'s state (output hidden states, post-RoPE keys from the cache, the
+last prompt token's attention, and whatever else the options' ``llm_fields`` ask for), asks the
+method which of the visual tokens still present to keep, and gathers hidden states, mask and
+rotary embeddings to those positions; the layers up to the next stage get the same gather.
+Positions keep their original values (as FastV's ``position_ids = keep_indexs``). During
+decoding, the layers of stage s see a key mask restricted to the positions stage s kept, matching
+their shorter KV cache, while layers < K_1 keep every token's keys (exactly the staged computation
+with a KV cache: cached decoding equals re-running the staged forward from scratch).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -25,11 +29,16 @@ from torch import Tensor, nn
 
 from ..config import PruneConfig, resolve_budget
 from ..methods import Method, PruneContext, Selection
-from ..methods.options import DEFAULT_LAYER
+from ..methods.options import DEFAULT_LAYER, InLLMStages
 from ..report import PruneReport
 from ..timing import timed
 
-__all__ = ["DEFAULT_LAYER", "ImageSlot", "InLLMPlan", "image_slots"]
+__all__ = ["DEFAULT_LAYER", "ImageSlot", "InLLMPlan", "Stage", "image_slots"]
+
+#: Optional context fields the plan can compute (``InLLMStages.llm_fields``).
+OPTIONAL_FIELDS = frozenset(
+    {"llm_next_attention", "llm_text_attention", "llm_residual", "llm_image_embeds", "instruction"}
+)
 
 
 @dataclass
@@ -42,11 +51,29 @@ class ImageSlot:
 
 
 @dataclass
+class Stage:
+    """One pruning stage, decided at prefill.
+
+    Attributes:
+        layer: ``K_s``, the first decoder layer that sees only this stage's tokens.
+        keep: ``(B, L_s)`` positions of the full sequence kept from ``K_s`` on (sorted).
+        local: ``(B, L_s)`` their indices in the previous stage's sequence (the gather at ``K_s``).
+        tokens: ``(row, index into the L_s kept, (M, d) hidden states)`` written over the gathered
+            hidden states at ``K_s`` (methods that merge, e.g. SparseVLM's recycled tokens).
+    """
+
+    layer: int
+    keep: Tensor
+    local: Tensor
+    tokens: list[tuple[int, Tensor, Tensor]] = field(default_factory=list)
+
+
+@dataclass
 class InLLMPlan:
     """Hooks that prune visual tokens inside the language model for one batch.
 
     Attributes:
-        keep: ``(B, L_kept)`` positions of the full sequence kept from layer K on (set at prefill).
+        stages: the decided stages, in order (filled at prefill).
     """
 
     method: Method
@@ -55,36 +82,63 @@ class InLLMPlan:
     slots: list[ImageSlot]
     reports: list[PruneReport]
     attention_mask: Tensor
-    keep: Tensor | None = None
+    stages: list[Stage] = field(default_factory=list)
     full_length: int = 0
-    _captured: dict[str, Any] = field(default_factory=dict)
+    _captured: dict[Any, Any] = field(default_factory=dict)
 
     @property
-    def layer(self) -> int:
-        k = self.config.options.layer
+    def options(self) -> InLLMStages:
+        options = self.config.options
+        if not isinstance(options, InLLMStages):
+            raise TypeError(f"in-LLM method {self.method.name!r} needs InLLMStages options, got {type(options).__name__}")
+        return options
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """``(K_1, ..., K_S)``, checked against this language model's depth."""
         total = len(self.language_model.layers)
-        if not 1 <= k < total:
-            raise ValueError(f"in-LLM pruning layer must be in [1, {total - 1}] for this model, got {k}")
-        return k
+        ks = tuple(int(k) for k in self.options.stage_layers(total))
+        for k in ks:
+            if not 1 <= k < total:
+                raise ValueError(f"in-LLM pruning layer must be in [1, {total - 1}] for this model, got {k}")
+        if not ks or any(b <= a for a, b in zip(ks, ks[1:])):
+            raise ValueError(f"in-LLM pruning layers must be strictly increasing, got {list(ks)}")
+        return ks
+
+    @property
+    def keep(self) -> Tensor | None:
+        """``(B, L_kept)`` positions of the full sequence kept after the last stage (None before prefill)."""
+        return self.stages[-1].keep if self.stages else None
 
     # ---- hooks --------------------------------------------------------------------------
     @contextmanager
     def active(self) -> Iterator[InLLMPlan]:
         """Install the hooks on this model instance for the duration of the block."""
         layers = self.language_model.layers
-        k = self.layer
-        attn = layers[k - 1].self_attn
-        if hasattr(attn, "q_norm"):
-            raise ValueError(
-                f"in-LLM methods do not support attention with q/k norms ({type(attn).__name__})"
-            )
-        handles = [
-            layers[k - 1].register_forward_pre_hook(self._remember_rotary, with_kwargs=True),
-            attn.q_proj.register_forward_hook(self._remember_queries),
-        ]
+        ks = self.layers
+        self._captured["layers"] = ks
+        fields = self.options.llm_fields
+        unknown = fields - OPTIONAL_FIELDS
+        if unknown:
+            raise ValueError(f"unknown llm_fields {sorted(unknown)}; choose from {sorted(OPTIONAL_FIELDS)}")
+        readers = [layers[k - 1].self_attn for k in ks]
+        if "llm_next_attention" in fields:
+            readers += [layers[k].self_attn for k in ks]
+        for attn in readers:
+            if hasattr(attn, "q_norm"):
+                raise ValueError(
+                    f"in-LLM methods do not support attention with q/k norms ({type(attn).__name__})"
+                )
+        handles = []
+        if fields & {"llm_image_embeds", "instruction"}:
+            handles.append(layers[0].register_forward_pre_hook(self._remember_input, with_kwargs=True))
         handles += [
-            layers[i].register_forward_pre_hook(self._gather, with_kwargs=True) for i in range(k, len(layers))
-        ]
+            layers[i].register_forward_pre_hook(partial(self._gather, i), with_kwargs=True)
+            for i in range(ks[0], len(layers))
+        ]  # before the state hooks below: layer K_s - 1 of a later stage is read after its own gather
+        for k in ks:
+            handles.append(layers[k - 1].register_forward_pre_hook(partial(self._remember_rotary, k), with_kwargs=True))
+            handles.append(layers[k - 1].self_attn.q_proj.register_forward_hook(partial(self._remember_queries, k)))
         try:
             yield self
         finally:
@@ -92,32 +146,50 @@ class InLLMPlan:
                 h.remove()
             self._captured.clear()
 
-    def _remember_rotary(self, _m: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
-        if self._hidden(args, kwargs).shape[1] > 1:
-            self._captured["rotary"] = kwargs.get("position_embeddings")
-            self._captured["cache"] = kwargs.get("cache", kwargs.get("past_key_values"))
+    def _remember_input(self, _m: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        hidden = self._hidden(args, kwargs)
+        if hidden.shape[1] > 1:
+            self._captured["embeds"] = hidden.detach()
 
-    def _remember_queries(self, _m: nn.Module, _inputs: Any, output: Tensor) -> None:
+    def _remember_rotary(self, k: int, _m: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        if self._hidden(args, kwargs).shape[1] > 1:
+            self._captured[k, "rotary"] = kwargs.get("position_embeddings")
+            self._captured[k, "cache"] = kwargs.get("cache", kwargs.get("past_key_values"))
+
+    def _remember_queries(self, k: int, _m: nn.Module, _inputs: Any, output: Tensor) -> None:
         if output.shape[1] > 1:
-            self._captured["q_last"] = output[:, -1].detach()  # (B, H * d_h)
+            self._captured[k, "q_last"] = output[:, -1].detach()  # (B, H * d_h)
+            if "llm_text_attention" in self.options.llm_fields:
+                self._captured[k, "q_all"] = output.detach()  # (B, L_cur, H * d_h)
 
     @staticmethod
     def _hidden(args: tuple, kwargs: dict[str, Any]) -> Tensor:
         return args[0] if args else kwargs["hidden_states"]
 
-    def _gather(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
+    def _gather(
+        self, index: int, module: nn.Module, args: tuple, kwargs: dict[str, Any]
+    ) -> tuple[tuple, dict[str, Any]]:
         hidden = self._hidden(args, kwargs)
-        if hidden.shape[1] > 1 and self.keep is None:  # prefill at layer K: decide
-            self.full_length = hidden.shape[1]
-            self.keep = self._select(hidden)
-        if self.keep is None:
+        prefill = hidden.shape[1] > 1
+        ks = self._captured["layers"]
+        current = max(s for s, k in enumerate(ks) if k <= index)  # the stage this layer belongs to
+        if prefill and index == ks[current] and len(self.stages) == current:  # prefill at K_s: decide
+            if current == 0:
+                self.full_length = hidden.shape[1]
+            self.stages.append(self._select(current, module, hidden, kwargs))
+        if len(self.stages) <= current:
             return args, kwargs
-        keep = self.keep
-        if hidden.shape[1] == self.full_length:  # layer K at prefill: prune the hidden states
-            hidden = hidden.gather(1, keep[:, :, None].expand(-1, -1, hidden.shape[-1]))
+        stage = self.stages[current]
+        keep = stage.keep
+        if prefill and index == stage.layer:  # K_s at prefill: prune the hidden states
+            hidden = hidden.gather(1, stage.local[:, :, None].expand(-1, -1, hidden.shape[-1]))
+            if stage.tokens:
+                hidden = hidden.clone()
+                for row, where, values in stage.tokens:
+                    hidden[row, where] = values.to(hidden.dtype)
             args, kwargs = self._replace_hidden(args, kwargs, hidden)
         mask = kwargs.get("attention_mask")
-        if hidden.shape[1] > 1:  # prefill: queries and keys are the kept positions
+        if prefill:  # queries and keys are the kept positions
             if isinstance(mask, Tensor):
                 mask = _take(_take(mask, 2, keep), 3, keep)
             rotary = kwargs.get("position_embeddings")
@@ -138,64 +210,147 @@ class InLLMPlan:
         return args, {**kwargs, "hidden_states": hidden}
 
     # ---- the decision -------------------------------------------------------------------
-    def _select(self, hidden: Tensor) -> Tensor:
-        """Run the method on each image with layer K-1's state; ``(B, L_kept)`` kept positions."""
-        state = self._layer_state(hidden)
+    def _select(self, stage: int, module: nn.Module, hidden: Tensor, kwargs: dict[str, Any]) -> Stage:
+        """Run the method on each image with layer ``K_s - 1``'s state; the stage's kept positions."""
+        ks = self._captured["layers"]
+        k_layer, fields = ks[stage], self.options.llm_fields
         bsz, length = hidden.shape[:2]
-        drop = torch.zeros(bsz, length, dtype=torch.bool, device=hidden.device)
+        device = hidden.device
+        prev = self.stages[-1].keep if stage else torch.arange(length, device=device).expand(bsz, -1)
+        state = self._layer_state(k_layer, hidden, prev)
+        if "llm_next_attention" in fields:
+            state["next_attention"] = self._next_attention(module, hidden, prev, state["valid"], kwargs)
+        embeds = self._captured.get("embeds")
+        drop = torch.zeros(bsz, length, dtype=torch.bool, device=device)
+        merged: list[tuple[int, Tensor, Tensor]] = []  # (row, local index in prev, values)
         for slot, report in zip(self.slots, self.reports):
-            b, s, n = slot.row, slot.start, slot.length
-            after = slice(s + n, length)
+            b, s, n0 = slot.row, slot.start, slot.length
+            cur = prev[b]  # (L_cur,) positions of the full sequence
+            vis = ((cur >= s) & (cur < s + n0)).nonzero().flatten()  # (N,) local indices of the image
+            after = (cur >= s + n0).nonzero().flatten()  # (T,) local indices of the text after it
+            n = int(vis.numel())
+            optional: dict[str, Any] = {}
+            if "llm_next_attention" in fields:
+                optional["llm_next_attention"] = state["next_attention"][b, vis]
+            if "llm_text_attention" in fields:
+                optional["llm_text_attention"] = self._text_attention(k_layer, b, vis, after, state)
+            if "llm_residual" in fields:
+                optional["llm_residual"] = hidden[b, vis]
+            if embeds is not None and "llm_image_embeds" in fields:
+                optional["llm_image_embeds"] = embeds[b, s : s + n0]
+            if embeds is not None and "instruction" in fields:
+                optional["instruction"] = embeds[b, s + n0 :]
             ctx = PruneContext(
-                projected=state["hidden"][b, s : s + n],
-                llm_attention=state["attention"][b, s : s + n],
-                llm_hidden=state["hidden"][b, s : s + n],
-                llm_keys=state["keys"][b, s : s + n],
+                projected=state["hidden"][b, vis],
+                llm_attention=state["attention"][b, vis],
+                llm_hidden=state["hidden"][b, vis],
+                llm_keys=state["keys"][b, vis],
                 llm_query_hidden=state["hidden"][b, after],
                 llm_query_keys=state["keys"][b, after],
                 generator=torch.Generator().manual_seed(self.config.seed),
                 options=self.config.options,
+                llm_stage=stage,
+                llm_prune_layer=k_layer,
+                **optional,
             )
-            k = resolve_budget(self.config.keep, n)
+            k_final = resolve_budget(self.config.keep, n0)
+            k = min(n, self.options.stage_keep(n0, k_final, stage, len(ks)) if k_final < n0 else n0)
             with timed(report.timings, "select"):
                 sel = Selection(torch.arange(n)) if k >= n else self.method(ctx, k)
-            kept = sel.indices.to(hidden.device)
-            drop[b, s : s + n] = True
-            drop[b, s + kept] = False
-            report.record_in_llm(sel.indices, sel.scores, self.layer, len(self.language_model.layers))
+            kept = sel.indices.to(device)
+            _check_stage_selection(self.method.name, kept, n, sel.tokens)
+            drop[b, vis] = True
+            drop[b, vis[kept]] = False
+            if sel.tokens is not None:
+                merged.append((b, vis[kept], sel.tokens[: kept.numel()].detach()))
+            if stage == 0:
+                self._captured["scores", id(report)] = sel.scores
+            scores = self._captured.get(("scores", id(report)))
+            report.record_in_llm(cur[vis[kept]].cpu() - s, scores, k_layer, len(self.language_model.layers))
         counts = (~drop).sum(dim=1)
         if not bool((counts == counts[0]).all()):
             raise ValueError(
                 "in-LLM methods need the same number of kept tokens in every prompt of a batch "
                 f"(got {counts.tolist()}); run prompts with different image counts separately"
             )
-        positions = torch.arange(length, device=hidden.device).expand(bsz, -1)
-        return positions[~drop].view(bsz, -1)  # (B, L_kept), sorted
+        positions = torch.arange(length, device=device).expand(bsz, -1)
+        local = positions[~drop].view(bsz, -1)  # (B, L_kept), sorted
+        tokens = [(row, torch.searchsorted(local[row], where), values) for row, where, values in merged]
+        return Stage(k_layer, prev.gather(1, local), local, tokens)
 
-    def _layer_state(self, hidden: Tensor) -> dict[str, Tensor]:
+    def _layer_state(self, k: int, hidden: Tensor, prev: Tensor) -> dict[str, Tensor]:
         """Layer K-1's output (final-normed), its post-RoPE keys, and the last token's attention."""
-        k = self.layer
         attn_module = self.language_model.layers[k - 1].self_attn
-        cache = self._captured.get("cache")
-        if cache is None or "q_last" not in self._captured or self._captured.get("rotary") is None:
+        cache = self._captured.get((k, "cache"))
+        if cache is None or (k, "q_last") not in self._captured or self._captured.get((k, "rotary")) is None:
             raise RuntimeError("in-LLM pruning needs use_cache=True and rotary embeddings at layer K-1")
         keys = cache.layers[k - 1].keys  # (B, H_kv, L, d_h), post-RoPE
         bsz, heads_kv, length, head_dim = keys.shape
-        cos, sin = self._captured["rotary"]  # (B, L, d_h)
+        cos, sin = self._captured[k, "rotary"]  # (B, L, d_h)
         rope = sys.modules[type(attn_module).__module__].apply_rotary_pos_emb
-        q = self._captured["q_last"].view(bsz, -1, 1, head_dim)  # (B, H, 1, d_h)
+        q = self._captured[k, "q_last"].view(bsz, -1, 1, head_dim)  # (B, H, 1, d_h)
         q, _ = rope(q, q, cos[:, -1:], sin[:, -1:])
         groups = q.shape[1] // heads_kv
         logits = (
             q.float() @ keys.float().repeat_interleave(groups, dim=1).transpose(-1, -2) / math.sqrt(head_dim)
         )
-        valid = self.attention_mask.bool()[:, None, None, :length]  # padding gets no attention
-        weights = logits.masked_fill(~valid, float("-inf")).softmax(-1)  # (B, H, 1, L)
+        valid = _take(self.attention_mask.bool(), 1, prev)  # (B, L) padding gets no attention
+        weights = logits.masked_fill(~valid[:, None, None, :], float("-inf")).softmax(-1)  # (B, H, 1, L)
         return {
             "attention": weights.mean(dim=1)[:, 0],  # (B, L) heads averaged, from the last token
             "hidden": self.language_model.norm(hidden).float(),  # (B, L, d)
             "keys": keys.float().permute(0, 2, 1, 3).reshape(bsz, length, heads_kv * head_dim),
+            "raw_keys": keys,
+            "valid": valid,
         }
+
+    def _next_attention(
+        self, layer: nn.Module, hidden: Tensor, prev: Tensor, valid: Tensor, kwargs: dict[str, Any]
+    ) -> Tensor:
+        """``(B, L)`` head-averaged attention of the last token at layer ``K_s`` itself, on every current token
+        (its input norm, q/k projections and RoPE at the current positions; float32 logits)."""
+        attn = layer.self_attn
+        rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb
+        cos, sin = (_take(r, 1, prev) for r in kwargs["position_embeddings"])  # (B, L, d_h)
+        normed = layer.input_layernorm(hidden)
+        bsz, length = hidden.shape[:2]
+        head_dim = cos.shape[-1]
+        q = attn.q_proj(normed[:, -1:]).view(bsz, 1, -1, head_dim).transpose(1, 2)  # (B, H, 1, d_h)
+        k = attn.k_proj(normed).view(bsz, length, -1, head_dim).transpose(1, 2)  # (B, H_kv, L, d_h)
+        q, _ = rope(q, q, cos[:, -1:], sin[:, -1:])
+        k, _ = rope(k, k, cos, sin)
+        groups = q.shape[1] // k.shape[1]
+        logits = q.float() @ k.float().repeat_interleave(groups, dim=1).transpose(-1, -2) / math.sqrt(head_dim)
+        weights = logits.masked_fill(~valid[:, None, None, :], float("-inf")).softmax(-1)  # (B, H, 1, L)
+        return weights.mean(dim=1)[:, 0]
+
+    def _text_attention(self, k: int, row: int, vis: Tensor, after: Tensor, state: dict[str, Tensor]) -> Tensor:
+        """``(T, N)`` head-averaged attention at layer K-1 from each text token after the image (causal,
+        padding masked) to each visual token ``vis``."""
+        keys = state["raw_keys"][row]  # (H_kv, L, d_h)
+        heads_kv, length, head_dim = keys.shape
+        attn_module = self.language_model.layers[k - 1].self_attn
+        rope = sys.modules[type(attn_module).__module__].apply_rotary_pos_emb
+        cos, sin = self._captured[k, "rotary"]
+        q = self._captured[k, "q_all"][row, after].view(1, after.numel(), -1, head_dim).transpose(1, 2)
+        r = row if cos.shape[0] > 1 else 0  # rotary tables may be shared by the batch
+        q, _ = rope(q, q, cos[r : r + 1, after], sin[r : r + 1, after])  # (1, H, T, d_h)
+        groups = q.shape[1] // heads_kv
+        logits = q[0].float() @ keys.float().repeat_interleave(groups, dim=0).transpose(-1, -2) / math.sqrt(head_dim)
+        causal = torch.arange(length, device=keys.device)[None, :] <= after[:, None]  # (T, L)
+        allowed = causal & state["valid"][row][None, :]
+        weights = logits.masked_fill(~allowed[None], float("-inf")).softmax(-1)  # (H, T, L)
+        return weights.mean(dim=0)[:, vis]
+
+
+def _check_stage_selection(method: str, kept: Tensor, n: int, tokens: Tensor | None) -> None:
+    """A stage's selection: sorted, unique indices into the ``n`` current tokens, tokens for each."""
+    if kept.dim() != 1 or (kept.numel() and (int(kept.min()) < 0 or int(kept.max()) >= n)):
+        raise ValueError(f"method {method!r} returned indices outside [0, {n}) or not 1-D")
+    if kept.numel() > 1 and not bool((kept[1:] > kept[:-1]).all()):
+        raise ValueError(f"method {method!r} returned indices that are not sorted and unique")
+    if tokens is not None and tokens.shape[0] != kept.numel():
+        raise ValueError(f"method {method!r} returned {tokens.shape[0]} tokens for {kept.numel()} kept indices")
 
 
 def _take(x: Tensor, dim: int, index: Tensor) -> Tensor:

@@ -64,6 +64,24 @@ class PruneContext:
             or None (DART's reference fidelity then uses the reference's LLaVA-1.5 value, 35).
         group: index of the crop this context holds when the reference crop handling selects an
             image crop by crop (``adapters/groups.py::select_frames``), else None.
+
+    In-LLM methods prune in one or more stages (``InLLMStages`` in ``methods/options.py``): the method
+    is called once per stage with the ``N`` visual tokens still present (all of them at stage 0) and
+    the state of layer ``K_s - 1``; the fields above describe those ``N`` tokens. Optional fields,
+    filled only when the options' ``llm_fields`` name them (``adapters/in_llm.py``):
+
+    Attributes:
+        llm_stage: the stage index s (0-based) of an in-LLM call, else None.
+        llm_prune_layer: ``K_s``, the first decoder layer that sees only the kept tokens.
+        llm_next_attention: ``(N,)`` head-averaged attention from the last prompt token to each visual
+            token at layer ``K_s`` itself, computed on every current token before pruning (PyramidDrop).
+        llm_text_attention: ``(T, N)`` head-averaged attention from each text token after the image
+            (rows of ``llm_query_hidden``) to each visual token at layer ``K_s - 1`` (SparseVLM).
+        llm_residual: ``(N, d_l)`` layer ``K_s - 1`` output of the visual tokens as layer ``K_s`` reads
+            it (not normed, model dtype); a method that merges returns ``Selection.tokens`` in this space.
+        llm_image_embeds: ``(N_0, d_l)`` language-model input embeddings of all the image's visual tokens
+            (stage 0's N); with ``instruction`` (the text after the image, same layer) for methods that
+            rank text tokens at the input (SparseVLM's raters).
     """
 
     projected: Tensor
@@ -84,6 +102,12 @@ class PruneContext:
     cls_feature: Tensor | None = None
     llm_image_start: int | None = None
     group: int | None = None
+    llm_stage: int | None = None
+    llm_prune_layer: int | None = None
+    llm_next_attention: Tensor | None = None
+    llm_text_attention: Tensor | None = None
+    llm_residual: Tensor | None = None
+    llm_image_embeds: Tensor | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -108,7 +132,9 @@ class Selection:
         scores: ``(N,)`` float32 per-token scores the method ranked by (for reports and
             heatmaps), or None.
         tokens: ``(k', d_l)`` tokens to place in the image slot instead of
-            ``projected[indices]`` (methods that merge, e.g. visionzip), or None.
+            ``projected[indices]`` (methods that merge, e.g. visionzip), or None. In-LLM methods:
+            ``(k, d_l)`` hidden states (the ``llm_residual`` space) that replace those of the kept
+            ``indices`` from layer ``K_s`` on (SparseVLM's recycled tokens), or None.
         timings: optional milliseconds of the method's phases (e.g. ``score``, ``select``).
         estimator: the sensitivity estimator that produced ``scores`` (methods that take one, e.g.
             ``"closed-form"``, ``"central"``, ``"central-fp16"`` under reference fidelity), or None.

@@ -69,8 +69,37 @@ class MethodOptions:
 
 
 @dataclasses.dataclass(frozen=True)
-class InLLMOptions(MethodOptions):
-    """Options shared by methods that prune inside the language model.
+class InLLMStages(MethodOptions):
+    """The base of every in-LLM method's options: where it prunes and how many tokens each stage keeps.
+
+    An in-LLM method prunes in S >= 1 stages at decoder layers ``K_1 < ... < K_S``
+    (:meth:`stage_layers`): layers ``[K_s, K_{s+1})`` see only the visual tokens stage s kept, chosen
+    from those stage s-1 kept with the state of layer ``K_s - 1`` (``adapters/in_llm.py``). The
+    method is called once per stage and image (``PruneContext.llm_stage``); the last stage keeps the
+    requested k, earlier ones :meth:`stage_keep`.
+
+    Attributes:
+        llm_fields: optional in-LLM context fields the method reads besides the ones always filled
+            (``llm_attention``, ``llm_hidden``, ``llm_keys``, ``llm_query_*``): any of
+            ``llm_next_attention``, ``llm_text_attention``, ``llm_residual``, ``llm_image_embeds``,
+            ``instruction`` (see ``PruneContext``). The plan computes only these.
+    """
+
+    llm_fields: typing.ClassVar[frozenset[str]] = frozenset()
+
+    def stage_layers(self, num_layers: int) -> tuple[int, ...]:
+        """``(K_1, ..., K_S)`` for a language model of ``num_layers`` decoder layers (ascending)."""
+        raise NotImplementedError
+
+    def stage_keep(self, n: int, k: int, stage: int, num_stages: int) -> int:
+        """Visual tokens (of the image's ``n``) left after ``stage`` (0-based) when ``k`` remain after
+        the last stage; non-increasing in ``stage``, ``k`` at ``num_stages - 1``. Default: k at every stage."""
+        return k
+
+
+@dataclasses.dataclass(frozen=True)
+class InLLMOptions(InLLMStages):
+    """Options shared by single-stage methods that prune inside the language model (FastV, DART).
 
     Attributes:
         layer: K, the decoder layer from which only kept visual tokens remain (layers 0..K-1 see
@@ -82,6 +111,9 @@ class InLLMOptions(MethodOptions):
     def __post_init__(self) -> None:
         if self.layer < 1:
             raise ValueError(f"layer must be >= 1, got {self.layer}")
+
+    def stage_layers(self, num_layers: int) -> tuple[int, ...]:
+        return (self.layer,)
 
 
 def _coerce(value: Any, annotation: Any, key: str, method: str) -> Any:
