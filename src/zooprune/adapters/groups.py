@@ -7,8 +7,6 @@ tokens are kept on top of the budget.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 from torch import Tensor
 
@@ -68,14 +66,7 @@ def select_grouped(
             kept.append(group)
             kept_tokens.append(ctx.projected[group])
             continue
-        sub = replace(
-            ctx,
-            projected=ctx.projected[group],
-            features=None if ctx.features is None else ctx.features[group],
-            grid=grid,
-            cls_attention=None if ctx.cls_attention is None else ctx.cls_attention[group],
-            keys=None if ctx.keys is None else ctx.keys[group],
-        )
+        sub = ctx.subset(group, grid=grid)
         sel = method(sub, share)
         local = sel.indices.to(group.device)
         tokens = sel.tokens if sel.tokens is not None else sub.projected[local]
@@ -146,13 +137,9 @@ def select_frames(
         if k >= group.numel():
             kept.append(group)
             continue
-        sub = replace(
-            ctx,
-            projected=ctx.projected[group],
-            features=None if ctx.features is None else ctx.features[group],
+        sub = ctx.subset(
+            group,
             grid=None,
-            cls_attention=None if ctx.cls_attention is None else ctx.cls_attention[group],
-            keys=None if ctx.keys is None else ctx.keys[group],
             generator=None if state is None else torch.Generator().set_state(state),
             group=index,
         )

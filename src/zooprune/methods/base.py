@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ..registry import Registry
+from ..tensors import check_finite
 from .options import MethodOptions
 
 #: What a method can ask the adapter for (besides ``projected``, which is always there).
@@ -120,6 +121,29 @@ class PruneContext:
             raise ValueError(
                 f"method {method!r} needs {', '.join(missing)}, which this model's adapter did not provide"
             )
+
+    def checked(self, *names: str, method: str) -> tuple[Tensor, ...]:
+        """The per-token fields ``names`` (e.g. ``cls_attention`` ``(N,)``, ``features`` ``(N, d_v)``),
+        after checking that each was provided, has one row per visual token and is finite."""
+        self.require(*names, method=method)
+        n = self.num_tokens
+        out = []
+        for name in names:
+            value = getattr(self, name)
+            if value.shape[0] != n:
+                raise ValueError(f"{method}: {name} has {value.shape[0]} rows but there are {n} visual tokens")
+            check_finite(name, value)
+            out.append(value)
+        return tuple(out)
+
+    def subset(self, index: Tensor, **changes: Any) -> PruneContext:
+        """This context restricted to the tokens ``index`` ``(n,)`` (one crop of an anyres image): every
+        per-token field is sliced; ``changes`` replace other fields (e.g. the crop's ``grid``)."""
+        per_token = {
+            name: None if getattr(self, name) is None else getattr(self, name)[index]
+            for name in ("projected", "features", "cls_attention", "keys")
+        }
+        return replace(self, **per_token, **changes)
 
 
 @dataclass

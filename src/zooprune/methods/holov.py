@@ -163,12 +163,8 @@ def holov(ctx: PruneContext, k: int) -> Selection:
 
     ``scores`` is the [CLS] attention ``(N,)`` (what ranks tokens within a crop).
     """
-    ctx.require("cls_attention", method="holov")
-    n = ctx.num_tokens
-    attn = ctx.cls_attention.reshape(-1)
-    if attn.shape[0] != n:
-        raise ValueError(f"holov: cls_attention has {attn.shape[0]} rows but there are {n} visual tokens")
-    check_finite("cls_attention", attn)
+    (attn,) = ctx.checked("cls_attention", method="holov")
+    attn = attn.reshape(-1)
     check_finite("projected", ctx.projected)
     opts: HoloVOptions = ctx.options
     idx = holov_select(ctx.projected, attn, k, opts.crops, opts.alpha)

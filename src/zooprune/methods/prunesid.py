@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..tensors import at_least_float32, check_finite, sorted_unique
+from ..tensors import at_least_float32, sorted_unique
 from .base import PruneContext, Selection, register_method
 from .options import MethodOptions
 
@@ -194,13 +194,8 @@ def prunesid(ctx: PruneContext, k: int) -> Selection:
 
     ``scores`` is the [CLS] attention ``(N,)``.
     """
-    ctx.require("cls_attention", "features", method="prunesid")
-    n = ctx.num_tokens
-    attn, feats = ctx.cls_attention.reshape(-1), ctx.features
-    for name, t in (("cls_attention", attn), ("features", feats)):
-        if t.shape[0] != n:
-            raise ValueError(f"prunesid: {name} has {t.shape[0]} rows but there are {n} visual tokens")
-        check_finite(name, t)
+    attn, feats = ctx.checked("cls_attention", "features", method="prunesid")
+    attn = attn.reshape(-1)
     opts: PruneSIDOptions = ctx.options
     idx = prunesid_select(feats, attn, k, opts.components, opts.group_cap)
     return Selection(indices=idx, scores=attn.float())

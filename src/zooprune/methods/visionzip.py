@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..tensors import check_finite, float32_projector, sorted_unique
+from ..tensors import float32_projector, sorted_unique
 from .base import PruneContext, Selection, register_method
 from .options import MethodOptions
 
@@ -192,13 +192,9 @@ def visionzip(ctx: PruneContext, k: int) -> Selection:
     """
     if ctx.fidelity == "reference":
         return visionzip_reference(ctx, k)
-    ctx.require("cls_attention", "keys", "features", "projector", method="visionzip")
+    ctx.require("projector", method="visionzip")
     n = ctx.num_tokens
-    attn, keys, feats = ctx.cls_attention, ctx.keys, ctx.features
-    for name, t in (("cls_attention", attn), ("keys", keys), ("features", feats)):
-        if t.shape[0] != n:
-            raise ValueError(f"visionzip: {name} has {t.shape[0]} rows but there are {n} visual tokens")
-        check_finite(name, t)
+    attn, keys, feats = ctx.checked("cls_attention", "keys", "features", method="visionzip")
     if k >= n:  # keep-all: nothing to merge, tokens stay as the model would see them
         return Selection(indices=torch.arange(n, device=ctx.projected.device), scores=attn.float().reshape(n))
     opts: VisionZipOptions = ctx.options

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..tensors import at_least_float32, check_finite, sorted_unique
+from ..tensors import at_least_float32, sorted_unique
 from .base import PruneContext, Selection, register_method
 from .options import MethodOptions
 
@@ -130,13 +130,8 @@ def vispruner(ctx: PruneContext, k: int) -> Selection:
 
     ``scores`` is the [CLS] attention ``(N,)``.
     """
-    ctx.require("cls_attention", "features", method="vispruner")
-    n = ctx.num_tokens
-    attn, feats = ctx.cls_attention.reshape(-1), ctx.features
-    for name, t in (("cls_attention", attn), ("features", feats)):
-        if t.shape[0] != n:
-            raise ValueError(f"vispruner: {name} has {t.shape[0]} rows but there are {n} visual tokens")
-        check_finite(name, t)
+    attn, feats = ctx.checked("cls_attention", "features", method="vispruner")
+    attn = attn.reshape(-1)
     opts: VisPrunerOptions = ctx.options
     idx = vispruner_select(attn, feats, k, opts.important_ratio, opts.step)
     return Selection(indices=idx, scores=attn.float())
