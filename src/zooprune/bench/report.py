@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..results import unpruned
@@ -12,21 +12,49 @@ from .runner import PHASES, CaseResult
 from .synthetic import Shape
 
 
+def segments(full: int, kept: int, layer: int, layers: int, stages: Sequence[tuple[int, int]] = ()) -> list[tuple[int, int]]:
+    """``(sequence length, layer count)`` per run of layers: ``full`` tokens up to the first pruning
+    layer, then each in-LLM stage's ``(layer, sequence length)`` up to the next (``stages``; one stage
+    ``(layer, kept)`` when empty: in-LLM methods prune after layer K, pre-LLM methods have ``layer = 0``)."""
+    out, start, seq = [], 0, full
+    for stage_layer, stage_seq in list(stages) or [(layer, kept)]:
+        stop = min(stage_layer, layers)
+        if stop > start:
+            out.append((seq, stop - start))
+        start, seq = max(start, stop), stage_seq
+    return out + [(seq, max(0, layers - start))]
+
+
 def staged_flops(
-    count: Callable[..., float], full: int, kept: int, layer: int, layers: int, lm: LMShape
+    count: Callable[..., float],
+    full: int,
+    kept: int,
+    layer: int,
+    layers: int,
+    lm: LMShape,
+    stages: Sequence[tuple[int, int]] = (),
 ) -> float:
-    """Prefill cost when layers ``[0, layer)`` see ``full`` tokens and the rest ``kept`` (in-LLM
-    methods prune after layer K; pre-LLM methods have ``layer = 0``)."""
-    head = count(full, lm, layers=min(layer, layers)) if layer else 0.0
-    return head + count(kept, lm, layers=max(0, layers - layer))
+    """Prefill cost when layers ``[0, layer)`` see ``full`` tokens and the rest ``kept`` (or each
+    in-LLM stage's sequence from its layer on, :func:`segments`)."""
+    parts = segments(full, kept, layer, layers, stages)
+    head = sum((count(seq, lm, layers=n) for seq, n in parts[:-1]), 0.0)
+    return head + count(parts[-1][0], lm, layers=parts[-1][1])
 
 
 def staged_kv(
-    full: int, kept: int, layer: int, layers: int, lm: LMShape, new_tokens: int, element: int
+    full: int,
+    kept: int,
+    layer: int,
+    layers: int,
+    lm: LMShape,
+    new_tokens: int,
+    element: int,
+    stages: Sequence[tuple[int, int]] = (),
 ) -> int:
-    """KV-cache bytes after ``new_tokens`` decode steps, layers before ``layer`` holding all tokens."""
-    head = kv_cache_bytes(full + new_tokens, lm, element, layers=min(layer, layers)) if layer else 0
-    return head + kv_cache_bytes(kept + new_tokens, lm, element, layers=max(0, layers - layer))
+    """KV-cache bytes after ``new_tokens`` decode steps, layers before ``layer`` holding all tokens
+    (or each stage's layers holding its sequence, :func:`segments`)."""
+    parts = segments(full, kept, layer, layers, stages)
+    return sum(kv_cache_bytes(seq + new_tokens, lm, element, layers=n) for seq, n in parts)
 
 
 def build_rows(
@@ -53,8 +81,9 @@ def build_rows(
         med = {phase: res.median(phase) for phase in PHASES}
         med["decode_per_token"] = res.median("decode_per_token")
         seq = prompt_len - res.visual_tokens + res.kept_tokens
-        flops = staged_flops(prefill_flops, prompt_len, seq, res.prune_layer, shape.layers, lm_built)
-        macs = staged_flops(llama_prefill_macs, prompt_len, seq, res.prune_layer, shape.layers, lm_built)
+        stages = [(layer, prompt_len - res.visual_tokens + kept) for layer, kept in res.stages]
+        flops = staged_flops(prefill_flops, prompt_len, seq, res.prune_layer, shape.layers, lm_built, stages)
+        macs = staged_flops(llama_prefill_macs, prompt_len, seq, res.prune_layer, shape.layers, lm_built, stages)
         per_layer = (med["lm_prefill"] or med["prefill"]) / shape.layers
         prefill_full = med["prefill"] + per_layer * (shape.full_layers - shape.layers)
         ttft_full = med["ttft"] - med["prefill"] + prefill_full
@@ -73,14 +102,14 @@ def build_rows(
             if res.peak_rss
             else None,
             "kv_cache_bytes": staged_kv(
-                prompt_len, seq, res.prune_layer, shape.layers, lm_built, new_tokens, bytes_per_element
+                prompt_len, seq, res.prune_layer, shape.layers, lm_built, new_tokens, bytes_per_element, stages
             ),
             "kv_cache_bytes_full": staged_kv(
-                prompt_len, seq, res.prune_layer, shape.full_layers, lm_full, new_tokens, bytes_per_element
+                prompt_len, seq, res.prune_layer, shape.full_layers, lm_full, new_tokens, bytes_per_element, stages
             ),
             "prefill_flops": flops,
             "prefill_flops_full": staged_flops(
-                prefill_flops, prompt_len, seq, res.prune_layer, shape.full_layers, lm_full
+                prefill_flops, prompt_len, seq, res.prune_layer, shape.full_layers, lm_full, stages
             ),
             "prune_layer": res.prune_layer,
             "flops_bound_speedup": round(base_flops / flops, 3),

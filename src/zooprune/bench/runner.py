@@ -94,6 +94,7 @@ class CaseResult:
     visual_tokens: int = 0
     kept_tokens: int = 0
     prune_layer: int = 0  # language-model layer the visual tokens are dropped before (0: pre-LLM)
+    stages: list[tuple[int, int]] = field(default_factory=list)  # in-LLM (layer, visual tokens) per stage
 
     def median(self, phase: str) -> float:
         values = self.samples.get(phase, [])
@@ -148,6 +149,7 @@ def run_once(
     result.peak_rss.append(mem.peak_delta)
     result.visual_tokens, result.kept_tokens = report.tokens_before, report.tokens_after
     result.prune_layer = layer
+    result.stages = list(report.stages)
     return e2e
 
 
@@ -188,10 +190,11 @@ def time_lm_prefill(vlm: PrunedVLM, prepared: PreparedInputs) -> float:
 
 
 def prune_layer(vlm: PrunedVLM, case: Case) -> int:
-    """Decoder layer from which the kept tokens alone go on: 0 for pre-LLM methods, K for in-LLM."""
+    """Decoder layer from which the kept tokens alone go on: 0 for pre-LLM methods, K for in-LLM (the
+    last stage's for multi-stage methods; ``CaseResult.stages`` holds every stage)."""
     if not get_method(case.method).in_llm:
         return 0
-    return vlm.config.options.layer
+    return max(vlm.config.options.stage_layers(len(vlm.adapter.language_model().layers)))
 
 
 def text_tokens(vlm: PrunedVLM, image: Image.Image, prompt: str) -> tuple[int, int]:

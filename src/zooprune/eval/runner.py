@@ -113,12 +113,15 @@ def evaluate(
 
 
 def report_prefill_flops(report: PruneReport, shape: LMShape) -> float:
-    """Prefill FLOPs (FastV/DivPrune formula) of a one-image prompt: all tokens up to
-    ``prune_layer``, text + kept visual tokens after it."""
-    full = report.text_tokens + report.tokens_before
-    kept = report.text_tokens + report.tokens_after
-    k = report.prune_layer
-    return prefill_flops(full, shape, layers=k) + prefill_flops(kept, shape, layers=shape.layers - k)
+    """Prefill FLOPs (FastV/DivPrune formula) of a one-image prompt: all tokens up to the first
+    in-LLM stage's layer, then text + each stage's visual tokens up to the next stage
+    (``report.stages``; one stage at ``prune_layer`` for FastV / DART, layer 0 for pre-LLM methods)."""
+    stages = report.stages or [(report.prune_layer, report.tokens_after)]
+    flops, layer, visual = 0.0, 0, report.tokens_before
+    for stage_layer, stage_tokens in stages:
+        flops += prefill_flops(report.text_tokens + visual, shape, layers=stage_layer - layer)
+        layer, visual = stage_layer, stage_tokens
+    return flops + prefill_flops(report.text_tokens + visual, shape, layers=shape.layers - layer)
 
 
 def family_intervals(rows: Iterable[tuple[str, bool]]) -> dict[str, list[float]]:
