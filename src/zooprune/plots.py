@@ -4,6 +4,7 @@
 * :func:`plot_accuracy_vs`: accuracy against any per-summary number (prefill ms, TTFT, GFLOPs),
 * :func:`plot_prefill_vs_budget`: bench prefill time against kept tokens,
 * :func:`plot_bench`: bench time-to-first-token breakdown and speed-ups (``zooprune bench``),
+* :func:`plot_batch`: bench images/s and TTFT against batch size (``zooprune bench --batch``),
 * :func:`plot_results`: every figure a set of eval / bench JSON files supports (``zooprune plot``).
 
 matplotlib is imported on call (Agg backend), so importing this module stays cheap. The
@@ -163,6 +164,28 @@ def plot_bench(rows: list[dict[str, Any]], path: str | Path, title: str = "") ->
     ax2.invert_yaxis()
     ax2.set_xlabel("speed-up vs unpruned (x)")
     ax2.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    [out] = save(fig, [Path(path)], dpi=110)
+    return out
+
+
+def plot_batch(entries: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """``zooprune bench --batch``: images/s and mean time to first token against batch size, one
+    line per case (the unpruned model dashed). Writes a PNG; returns its path."""
+    fig, (ax1, ax2) = pyplot().subplots(1, 2, figsize=(11, 4.2))
+    for entry in entries:
+        sizes = sorted(entry["batch"], key=int)
+        style = {"ls": "--", "color": "black"} if unpruned(entry["method"]) else {}
+        xs = [int(b) for b in sizes]
+        ax1.plot(xs, [entry["batch"][b]["images_per_s"] for b in sizes], marker="o", label=entry["label"], **style)
+        ax2.plot(xs, [entry["batch"][b]["mean_ttft_ms"] for b in sizes], marker="o", label=entry["label"], **style)
+    for ax, ylabel in ((ax1, "images / s (median)"), (ax2, "time to first token, ms (mean per image)")):
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -3,7 +3,10 @@
 :func:`run_bench` measures the unpruned model and every method x budget (x sensitivity
 estimator) side by side on one machine (phases, memory, KV cache, prefill FLOPs and the
 FLOPs-bound speed-up), and writes JSON + a plot. ``--synthetic-shape`` builds random-weight
-models with real widths (see :mod:`.synthetic`).
+models with real widths (see :mod:`.synthetic`; ``llava-next-7b`` for LLaVA-NeXT's 2,880 tokens).
+``batch_sizes`` measures batched throughput with ragged per-image budgets instead (:mod:`.batch`);
+``growth_ns`` adds scoring / selection cost against N (:mod:`.growth`). The GPU readiness check
+is :mod:`.device_check` (``scripts/device-check.sh``).
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import torch
 
 from ..config import Keep, PruneConfig
 from ..methods.estimators import DEFAULT_ESTIMATOR
-from ..plots import plot_bench
+from ..plots import plot_batch, plot_bench
 from ..vlm import PrunedVLM, load
+from .batch import batch_cases, batch_table, run_batch_bench
+from .growth import cost_growth, growth_table
 from .report import bench_table, build_rows
 from .runner import (
     bench_image,
@@ -33,7 +38,7 @@ from .runner import (
     text_tokens,
     time_kernel_build,
 )
-from .synthetic import parse_shape, shape_dict, shape_of_model, synthetic_llava
+from .synthetic import anyres_counts, parse_shape, shape_dict, shape_of_model, synthetic_llava
 
 __all__ = ["run_bench", "bench_table", "plot_bench"]
 
@@ -46,8 +51,8 @@ def build_vlm(
         raise ValueError("give exactly one of --model PATH or --synthetic-shape NAME[,key=value...]")
     if synthetic_shape is not None:
         name, shape = parse_shape(synthetic_shape)
-        net, processor = synthetic_llava(shape, seed=seed, dtype=dtype)
-        vlm = PrunedVLM(net.to(device), processor, PruneConfig("none", keep=1.0))
+        net, processor = synthetic_llava(shape, seed=seed, dtype=dtype, device=device)
+        vlm = PrunedVLM(net, processor, PruneConfig("none", keep=1.0))
         return vlm, shape, f"synthetic {synthetic_shape} (random weights)"
     vlm = load(model, method="none", keep=1.0, device=device, dtype=dtype)
     return vlm, shape_of_model(vlm.model), f"checkpoint {model}"
@@ -69,6 +74,9 @@ def run_bench(
     threads: int | None = None,
     seed: int = 0,
     device: str = "cpu",
+    batch_sizes: list[int] | None = None,
+    growth_ns: list[int] | None = None,
+    growth_ratio: float = 0.111,
     output: str | Path | None = None,
     log: Callable[[str], None] | None = print,
 ) -> dict[str, Any]:
@@ -83,6 +91,11 @@ def run_bench(
         repeats / warmup: timed and untimed generations per case; medians are reported.
         new_tokens: generated tokens per run (forced: EOS does not stop generation).
         prompt_words: prompt length in words (one token each with the synthetic tokenizer).
+        batch_sizes: measure batched throughput at these batch sizes instead of the per-case
+            table: a workload of max(batch_sizes) images, image i at budget keeps[i % len(keeps)]
+            (:mod:`zooprune.bench.batch`); the JSON gets ``batch`` instead of ``rows``.
+        growth_ns: also time each pre-LLM method's scoring and selection at these N (random
+            features, k = growth_ratio * N; :mod:`zooprune.bench.growth`): the JSON's ``growth``.
     """
     if repeats < 1 or warmup < 0 or new_tokens < 2:
         raise ValueError("need --repeats >= 1, --warmup >= 0 and --new-tokens >= 2")
@@ -93,17 +106,31 @@ def run_bench(
     start = time.perf_counter()
     vlm, shape, source = build_vlm(model, synthetic_shape, dtype, seed, device)
     say(f"built {source} in {time.perf_counter() - start:.1f} s; {used_threads} threads, {dtype}")
-    image = bench_image(shape.image_size, seed)
+    side = shape.image_side
+    image = bench_image(side, seed)
     prompt = bench_prompt(prompt_words)
     prompt_len, visual = text_tokens(vlm, image, prompt)
+    packed, newlines = anyres_counts(vlm.model.config, side, side)
+    if packed != visual:
+        raise RuntimeError(f"the processor gives {visual} visual tokens, transformers' packing {packed}")
     cases = make_cases(list(methods), list(keeps), estimators, num_directions)
     kernel_ms = None
     if "closed-form" in estimators and any(takes_estimator(c.method) for c in cases):
         kernel_ms = time_kernel_build(vlm)
         say(f"closed-form K built once in {kernel_ms:.0f} ms")
-    results = run_cases(vlm, cases, image, prompt, new_tokens, repeats, warmup, on_sample=say)
+    results, batch, growth = [], None, None
+    if batch_sizes:
+        images = [bench_image(side, seed + i) for i in range(max(batch_sizes))]
+        bcases = batch_cases(list(methods), estimators, num_directions)
+        batch = run_batch_bench(
+            vlm, bcases, images, prompt, list(keeps), batch_sizes, new_tokens, repeats, warmup, on_sample=say
+        )
+    else:
+        results = run_cases(vlm, cases, image, prompt, new_tokens, repeats, warmup, on_sample=say)
+    if growth_ns:
+        growth = cost_growth(vlm, cases, list(growth_ns), growth_ratio, repeats=repeats, seed=seed)
     element = torch.finfo(dtype).bits // 8
-    rows = build_rows(results, shape, prompt_len, new_tokens, element)
+    rows = build_rows(results, shape, prompt_len, new_tokens, element) if results else []
     meta = {
         "source": source,
         "shape": shape_dict(shape),
@@ -118,6 +145,10 @@ def run_bench(
         "new_tokens": new_tokens,
         "prompt_tokens": prompt_len - visual,
         "visual_tokens": visual,
+        "image_px": side,
+        "newline_tokens": newlines,
+        "budgeted_tokens": visual - newlines,
+        "batch_sizes": sorted(set(batch_sizes)) if batch_sizes else None,
         "closed_form_kernel_build_ms": None if kernel_ms is None else round(kernel_ms, 1),
         "notes": [
             "ms: medians over repeats after warm-up, cases interleaved round by round; ttft = e2e - decode (processor, vision encode, "
@@ -129,16 +160,29 @@ def run_bench(
             "lm_prefill per layer for the missing layers",
             "peak_rss_delta_mb: peak RSS during one generate (sampled every 2 ms) minus RSS before it",
             "kv_cache_bytes: K and V of every layer for seq_len + new_tokens positions",
+            "LLaVA-NeXT: visual_tokens counts the packed positions (crop tokens after unpadding + one "
+            "image-newline per high-res row); budgets apply to budgeted_tokens, newlines are kept on top",
+            "in-LLM methods: lm_prefill is the whole decoder stack with the method's hooks (layers before "
+            "and after the pruning layer); equivalent_tokens = visual tokens averaged over the layers",
         ],
     }
-    report = {"meta": meta, "rows": rows}
-    say(bench_table(rows))
+    report: dict[str, Any] = {"meta": meta, "rows": rows}
+    if rows:
+        say(bench_table(rows))
+    if batch is not None:
+        report["batch"] = batch
+        say(batch_table(batch))
+    if growth is not None:
+        report["growth"] = growth
+        say(growth_table(growth))
     if output is not None:
         out = Path(output)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
-        png = plot_bench(
-            rows, out.with_suffix(".png"), title=f"{source}, {used_threads} threads, {meta['dtype']}"
-        )
+        title = f"{source}, {used_threads} threads, {meta['dtype']}"
+        if rows:
+            png = plot_bench(rows, out.with_suffix(".png"), title=title)
+        else:
+            png = plot_batch(batch or [], out.with_suffix(".png"), title=title)
         say(f"wrote {out} and {png}")
     return report

@@ -10,11 +10,18 @@ encode, prune, splice) plus ``generate_pruned`` (what ``PrunedVLM.generate`` run
 detokenising) and ``ttft`` = ``e2e - decode``. ``lm_prefill`` times, after each generation,
 one forward of the decoder stack alone (``model.model.language_model``, no embedding, no
 lm_head, no ``generate`` set-up) on the same spliced inputs: the language-model prefill that
-the FLOPs formula counts (pre-LLM methods only; None for in-LLM methods).
+the FLOPs formula counts; for in-LLM methods (FastV, DART, ...) the same forward runs with the
+method's hooks on a fresh copy of the batch's plan, so it covers every layer before and after the
+pruning layer and the selection between them. The same forward records each decoder layer's ms
+(``lm_layers``), from which reduced-depth models are extrapolated to full depth
+(:func:`zooprune.bench.report.build_rows`). On CUDA every timed block is synchronised.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable
@@ -94,11 +101,18 @@ class CaseResult:
     visual_tokens: int = 0
     kept_tokens: int = 0
     prune_layer: int = 0  # language-model layer the visual tokens are dropped before (0: pre-LLM)
+    equivalent_tokens: float = 0.0  # visual tokens averaged over the language-model layers
+    layer_samples: list[list[float]] = field(default_factory=list)  # per run: ms of each decoder layer
     stages: list[tuple[int, int]] = field(default_factory=list)  # in-LLM (layer, visual tokens) per stage
 
     def median(self, phase: str) -> float:
         values = self.samples.get(phase, [])
         return statistics.median(values) if values else 0.0
+
+    def layer_medians(self) -> list[float]:
+        """Median ms of each decoder layer over the runs."""
+        runs = [r for r in self.layer_samples if r]
+        return [statistics.median(col) for col in zip(*runs)] if runs else []
 
 
 def bench_image(size: int, seed: int = 0) -> Image.Image:
@@ -130,11 +144,13 @@ def run_once(
     gen = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False}
     layer = prune_layer(vlm, case)
     with PeakRSS() as mem:
+        synchronize(vlm)
         start = time.perf_counter()
         prepared = vlm.prepare([image], [prompt])
+        replay = unused_copy(prepared.plan)  # in-LLM: a plan not yet run, for the decoder-stack timing
         generate_pruned(vlm.model, prepared, **gen)
+        synchronize(vlm)
         e2e = (time.perf_counter() - start) * 1e3
-    lm_ms = None if layer else time_lm_prefill(vlm, prepared)
     t, report = prepared.timings, prepared.reports[0]
     row = {phase: float(t.get(phase, 0.0)) for phase in ("encode", "prefill", "decode")}
     # the method's own phases (in-LLM methods select inside the prefill: counted in both)
@@ -142,15 +158,38 @@ def run_once(
     row["e2e"] = e2e
     row["ttft"] = e2e - row["decode"]
     row["decode_per_token"] = row["decode"] / max(1, new_tokens - 1)
-    if lm_ms is not None:
-        row["lm_prefill"] = lm_ms
+    row["lm_prefill"], layer_ms = time_lm_prefill(vlm, prepared, replay)
     for key, value in row.items():
         result.samples.setdefault(key, []).append(value)
+    result.layer_samples.append(layer_ms)
     result.peak_rss.append(mem.peak_delta)
     result.visual_tokens, result.kept_tokens = report.tokens_before, report.tokens_after
+    result.equivalent_tokens = float(report.equivalent_tokens if report.equivalent_tokens is not None else report.tokens_after)
     result.prune_layer = layer
     result.stages = list(report.stages)
     return e2e
+
+
+def unused_copy(obj: Any) -> Any:
+    """A copy of a dataclass (an in-LLM plan before its run) whose lists, dicts and reports are its
+    own, so running it changes nothing the original reports (None stays None)."""
+    if obj is None:
+        return None
+    fresh = copy.copy(obj)
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.name == "reports":
+            setattr(fresh, f.name, [unused_copy(r) for r in value])
+        elif isinstance(value, (list, dict)):
+            setattr(fresh, f.name, copy.copy(value))
+    return fresh
+
+
+def synchronize(vlm: PrunedVLM) -> None:
+    """Wait for queued CUDA work on the model's device (a no-op on CPU)."""
+    device = next(vlm.model.parameters()).device
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def run_cases(
@@ -180,13 +219,33 @@ def run_cases(
 
 
 @torch.no_grad()
-def time_lm_prefill(vlm: PrunedVLM, prepared: PreparedInputs) -> float:
-    """Milliseconds of one decoder-stack forward (with a KV cache, as prefill) on ``prepared``'s inputs."""
+def time_lm_prefill(vlm: PrunedVLM, prepared: PreparedInputs, plan: Any = None) -> tuple[float, list[float]]:
+    """One decoder-stack forward (with a KV cache, as prefill) on ``prepared``'s inputs: total ms and
+    each decoder layer's ms. ``plan`` (an unused copy of ``prepared.plan``) prunes in-LLM during it,
+    so an in-LLM method's forward covers the layers before and after its pruning layer."""
     language_model = vlm.adapter.language_model()
     kwargs = prepared.model_kwargs()
-    start = time.perf_counter()
-    language_model(**kwargs, use_cache=True)
-    return (time.perf_counter() - start) * 1e3
+    stamps: list[float] = []
+
+    def stamp(*_args: Any, **_kwargs: Any) -> None:
+        synchronize(vlm)
+        stamps.append(time.perf_counter())
+
+    layers = list(language_model.layers)
+    handles = [layer.register_forward_pre_hook(stamp) for layer in layers]
+    handles += [layer.register_forward_hook(stamp) for layer in layers]
+    try:
+        synchronize(vlm)
+        start = time.perf_counter()
+        with plan.active() if plan is not None else contextlib.nullcontext():
+            language_model(**kwargs, use_cache=True)
+        synchronize(vlm)
+        total = (time.perf_counter() - start) * 1e3
+    finally:
+        for h in handles:
+            h.remove()
+    per_layer = [(b - a) * 1e3 for a, b in zip(stamps[0::2], stamps[1::2])]
+    return total, per_layer
 
 
 def prune_layer(vlm: PrunedVLM, case: Case) -> int:

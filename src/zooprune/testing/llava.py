@@ -1,13 +1,15 @@
 """One builder of random-weight LLaVA-1.5-style models from their widths.
 
 CLIP vision tower -> MLP projector (Linear-GELU-Linear, ``vision_hidden -> hidden -> hidden``) ->
-Llama language model (untied ``lm_head``). Used by the tiny test checkpoints
+Llama language model (untied ``lm_head``); with ``image_grid_pinpoints`` (:func:`llava_next_config`)
+the same widths make a LLaVA-NeXT (anyres) model. Used by the tiny test checkpoints
 (:mod:`zooprune.testing.tiny`), the synthetic bench models (:mod:`zooprune.bench.synthetic`) and
 the testbed model before training (:mod:`zooprune.testbed.model`); each passes its own widths.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +18,8 @@ from transformers import (
     LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
+    LlavaNextConfig,
+    LlavaNextForConditionalGeneration,
     PreTrainedTokenizerFast,
 )
 
@@ -122,12 +126,43 @@ def llava_config(
     )
 
 
-def build_llava(config: LlavaConfig, tokenizer: PreTrainedTokenizerFast, seed: int) -> LlavaForConditionalGeneration:
-    """A fresh ``LlavaForConditionalGeneration(config)``, weights drawn after ``torch.manual_seed(seed)``,
-    with the tokenizer's pad / eos ids in its generation config. Left in the mode HF builds it in
-    (training); callers that only run it call ``.eval()``."""
+def llava_next_config(
+    shape: LlavaShape,
+    tokenizer: PreTrainedTokenizerFast,
+    pinpoints: list[list[int]],
+    *,
+    max_positions: int = 512,
+) -> LlavaNextConfig:
+    """The LLaVA-NeXT config of ``shape``: the same tower, projector and language model as
+    :func:`llava_config`, plus anyres ``pinpoints`` (``[[height, width], ...]`` in pixels, multiples
+    of ``shape.image_size``); layer -2 patch outputs, CLS dropped (llava-v1.6's settings)."""
+    return LlavaNextConfig(
+        vision_config=vision_config(shape),
+        text_config=text_config(shape, tokenizer, max_positions),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        image_grid_pinpoints=[list(p) for p in pinpoints],
+        projector_hidden_act="gelu",
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        tie_word_embeddings=False,
+    )
+
+
+def build_llava(
+    config: LlavaConfig | LlavaNextConfig,
+    tokenizer: PreTrainedTokenizerFast,
+    seed: int,
+    device: str | torch.device | None = None,
+) -> LlavaForConditionalGeneration | LlavaNextForConditionalGeneration:
+    """A fresh ``LlavaForConditionalGeneration(config)`` (``LlavaNextForConditionalGeneration`` for a
+    ``LlavaNextConfig``), weights drawn after ``torch.manual_seed(seed)`` (on ``device`` when given:
+    a 7B model is initialised there directly), with the tokenizer's pad / eos ids in its generation
+    config. Left in the mode HF builds it in (training); callers that only run it call ``.eval()``."""
+    model_cls = LlavaNextForConditionalGeneration if isinstance(config, LlavaNextConfig) else LlavaForConditionalGeneration
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config)
+    with torch.device(device) if device is not None else nullcontext():
+        model = model_cls(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model
+
