@@ -15,7 +15,6 @@ Runs only where vLLM is installed (``.venv-vllm``, see ``scripts/setup-vllm.sh``
 from __future__ import annotations
 
 import math
-import os
 
 import pytest
 
@@ -27,7 +26,7 @@ from zooprune.adapters.llava import LlavaAdapter  # noqa: E402
 from zooprune.eval.metrics import is_correct  # noqa: E402
 from zooprune.methods import METHODS  # noqa: E402
 
-from .vllm_support import ENGINE, TESTBED, chat_prompt, make_questions, run_stock  # noqa: E402
+from .vllm_support import ENGINE, TESTBED, chat_prompt, make_questions, run_stock, vllm_env  # noqa: E402
 
 N_QUESTIONS = 50
 MAX_TOKENS = 4
@@ -63,10 +62,10 @@ def prompts(items):
 def llm():
     from vllm import LLM
 
-    os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"  # vLLM's setting: LLM.apply_model reads reports
-    engine = LLM(model=str(TESTBED), **ENGINE)
-    yield engine
-    engine.llm_engine.engine_core.shutdown()
+    with vllm_env(VLLM_ALLOW_INSECURE_SERIALIZATION="1"):  # LLM.apply_model reads the reports
+        engine = LLM(model=str(TESTBED), **ENGINE)
+        yield engine
+        engine.llm_engine.engine_core.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,13 @@ the fraction of RAM for the KV cache), eager mode, one image per prompt.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,22 @@ def chat_prompt(question: str, model_dir: Path = TESTBED) -> str:
     return processor.apply_chat_template(
         [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
     )
+
+
+@contextlib.contextmanager
+def vllm_env(**settings: str) -> Iterator[None]:
+    """vLLM's own environment settings (e.g. ``VLLM_ALLOW_INSECURE_SERIALIZATION`` for
+    ``LLM.apply_model``) for the engines started inside, restored afterwards."""
+    saved = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def free_port() -> int:
