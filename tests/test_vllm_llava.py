@@ -188,3 +188,23 @@ def test_bad_settings_are_clear_errors_and_the_engine_goes_on(llm, items, prompt
     (out,) = llm.generate([request(prompts[0], items[0].image, {"method": "random", "keep": 8})], greedy(1))
     assert sum(t == IMAGE_TOKEN for t in out.prompt_token_ids) == 8
     vllm_reports(llm)
+
+
+def test_eval_loop_through_vllm_gives_the_hf_predictions(llm, hf_vlm, items, tmp_path):
+    """``zooprune eval --engine vllm``'s model (``VllmVLM``) in the eval loop: the same accuracies
+    and token counts as ``zooprune.load`` on the same questions."""
+    from transformers import AutoConfig, AutoProcessor
+
+    from zooprune.eval.cache import PredictionCache
+    from zooprune.eval.runner import evaluate
+    from zooprune.vllm.engine import VllmVLM
+
+    engine = VllmVLM(llm, AutoProcessor.from_pretrained(str(TESTBED)), AutoConfig.from_pretrained(str(TESTBED)))
+    subset, methods, kw = items[:20], ["none", "zoo", "divprune"], {"batch_size": 20, "progress": False, "reference": None}
+    ours = evaluate(engine, subset, methods, [24], PredictionCache(tmp_path / "v.jsonl", {"engine": "vllm"}), **kw)
+    theirs = evaluate(hf_vlm, subset, methods, [24], PredictionCache(tmp_path / "h.jsonl", {"engine": "hf"}), **kw)
+    pick = ("method", "keep", "accuracy", "mean_kept_tokens", "mean_tokens_before")
+    assert [[s[k] for k in pick] for s in ours] == [[s[k] for k in pick] for s in theirs]
+    with pytest.raises(ValueError, match="inside the language model"):
+        engine.using(method="fastv", keep=8)
+    vllm_reports(llm)

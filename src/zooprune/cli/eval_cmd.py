@@ -62,6 +62,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="testbed split to generate (default: the held-out eval seed)",
     )
+    parser.add_argument(
+        "--engine",
+        choices=("hf", "vllm"),
+        default="hf",
+        help="hf: zooprune.load (default); vllm: a vLLM engine with the zooprune plugin (pre-LLM methods, "
+        "LLaVA-1.5; needs vLLM, see docs/vllm.md)",
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per generate call (default: 16)")
     parser.add_argument("--max-new-tokens", type=int, default=4, help="answer length (default: 4)")
     parser.add_argument(
@@ -83,6 +90,8 @@ def handle(args: argparse.Namespace) -> int:
     from ..vlm import load
 
     registered = sorted(list_methods(), key=lambda m: get_method(m).prunes)  # the unpruned model first
+    if args.engine == "vllm" and not args.methods:  # the vLLM plugin prunes before the language model
+        registered = [m for m in registered if not get_method(m).in_llm]
     names = parse_list(args.methods, "--methods") if args.methods else registered
     methods = [get_method(m).name for m in names]  # unknown names fail here
     reference = get_method(args.reference).name if args.reference else None
@@ -107,11 +116,20 @@ def handle(args: argparse.Namespace) -> int:
         "method_options": options,
         **({"fidelity": args.fidelity} if args.fidelity != "improved" else {}),
     }
+    if args.engine == "vllm":
+        if args.fidelity != "improved":
+            raise ValueError("--engine vllm runs fidelity='improved' only")
+        settings["engine"] = "vllm"  # predictions of the other engine are not reused
     output = Path(args.output)
     cache = PredictionCache(output.with_suffix(".predictions.jsonl"), settings)
-    vlm = load(
-        model_path, method="none", seed=args.seed, device=args.device, dtype=args.dtype, fidelity=args.fidelity
-    )
+    if args.engine == "vllm":
+        from ..vllm.engine import VllmVLM
+
+        vlm = VllmVLM.load(model_path, seed=args.seed, dtype=args.dtype)
+    else:
+        vlm = load(
+            model_path, method="none", seed=args.seed, device=args.device, dtype=args.dtype, fidelity=args.fidelity
+        )
     summaries = evaluate(
         vlm,
         items,
