@@ -14,6 +14,8 @@ Files (one job each):
     projector.py  float32 full-weight projector (gathers tensor-parallel shards)
     select.py     per image: PruneContext -> zooprune.pipeline.select_image -> kept tokens
     llava.py      the model class: embed_multimodal prunes each image to its request's budget
+    reports.py    read the kept tokens back out of the engine (LLM.apply_model)
+    engine.py     PrunedVLM's using / generate over a vLLM engine (zooprune eval --engine vllm)
 """
 
 from __future__ import annotations
