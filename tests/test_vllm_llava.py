@@ -175,6 +175,7 @@ def test_per_request_budgets_set_the_placeholders(llm, items, prompts):
         ({"keep": "many"}, ["budget", "'many'"]),
         ({"method": "zoo", "num_directions": 8}, ["num_directions", "ignored"]),
         ({"method": "fastv"}, ["'fastv'", "inside the language model"]),
+        ({"method": "zoo", "fidelity": "reference"}, ["fidelity", "'improved'"]),
         ("zoo", ["mapping"]),
     ],
 )

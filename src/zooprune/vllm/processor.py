@@ -55,6 +55,12 @@ def checked_config(default: Mapping[str, Any] | None, request: Mapping[str, Any]
     except (KeyError, TypeError, ValueError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         raise VLLMValidationError(f"zooprune: {message}", parameter=f"mm_processor_kwargs.{KEY}") from None
+    if getattr(config, "fidelity", "improved") != "improved":
+        raise VLLMValidationError(
+            "zooprune: the vLLM plugin runs fidelity='improved' only (float32 scores, this library's "
+            f"budget rules), got fidelity={config.fidelity!r}",
+            parameter=f"mm_processor_kwargs.{KEY}",
+        )
     if config.spec.in_llm:
         raise VLLMValidationError(
             f"zooprune: method {config.method!r} prunes inside the language model, which the vLLM plugin "
