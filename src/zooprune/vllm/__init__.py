@@ -21,7 +21,10 @@ Files (one job each):
 from __future__ import annotations
 
 #: vLLM architecture name -> the zooprune class that replaces it ("module:Class", imported lazily).
-MODELS = {"LlavaForConditionalGeneration": "zooprune.vllm.llava:ZooLlavaForConditionalGeneration"}
+MODELS = {
+    "LlavaForConditionalGeneration": "zooprune.vllm.llava:ZooLlavaForConditionalGeneration",
+    "LlavaNextForConditionalGeneration": "zooprune.vllm.llava_next:ZooLlavaNextForConditionalGeneration",
+}
 
 
 def register() -> None:

@@ -57,3 +57,37 @@ def _dry_run_count(config: PruneConfig, n: int, grid: tuple[int, int] | None) ->
     )
     sel = select_image(config.spec, config, ImageTokens(projected=zeros, features=zeros, grid=grid), ctx)
     return int(sel.tokens.shape[0]) if sel.tokens is not None else int(sel.indices.numel())
+
+
+def planned_grouped(
+    config: PruneConfig, sizes: list[int], grids: list[tuple[int, int] | None], extra: int
+) -> int:
+    """Tokens a multi-crop image keeps (LLaVA-NeXT anyres), as ``zooprune.pipeline.select_image``
+    keeps them: the budget over the crops' ``sizes`` (split equally, ``crop_shares``; one pool for
+    ``budget="whole"``), each crop's share through the method, plus ``extra`` tokens kept on top
+    (image newlines).
+
+    Args:
+        config: the request's configuration (pre-LLM method).
+        sizes: tokens of each crop (base image first), after unpadding.
+        grids: each crop's ``(rows, cols)`` or None.
+        extra: tokens kept whatever the budget.
+    """
+    method = config.spec
+    budgeted = sum(sizes)
+    if not method.prunes:
+        return budgeted + extra
+    k = resolve_budget(config.keep, budgeted)
+    if k >= budgeted:
+        return budgeted + extra
+    if config.budget == "whole":
+        return extra + planned_tokens(config.replace(keep=k), budgeted, None)
+    from ..adapters.groups import crop_shares
+
+    kept = 0
+    for size, grid, share in zip(sizes, grids, crop_shares(k, sizes)):
+        if share >= size:
+            kept += size
+        elif share > 0:
+            kept += planned_tokens(config.replace(keep=share), size, grid)
+    return kept + extra

@@ -17,7 +17,6 @@ Profiling (vLLM's dummy inputs) runs unpruned, so memory is sized for the larges
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,7 +34,8 @@ from vllm.multimodal.processing import BaseDummyInputsBuilder, PromptReplacement
 
 from ..config import PruneConfig
 from .budget import planned_tokens
-from .request import KEY, encode, from_wire, resolve, to_wire
+from .request import KEY, UNPRUNED, encode, from_wire, resolve, to_wire
+from .select import square_grid
 
 
 def deployment_default(model_config: Any) -> Mapping[str, Any] | None:
@@ -86,14 +86,15 @@ class ZooLlavaProcessingInfo(LlavaProcessingInfo):
         kwargs.pop(KEY, None)
         return super().get_hf_processor(**kwargs)
 
-    def grid(self, num_tokens: int) -> tuple[int, int] | None:
-        """``(side, side)`` when the N tokens form a square grid (CLIP patches), else None."""
-        side = math.isqrt(num_tokens)
-        return (side, side) if side * side == num_tokens else None
 
+class ZoopruneProcessorMixin:
+    """What every family's processor adds to vLLM's: the request's plan (validated, canonical, in the
+    cache keys, passed to the model as the per-image ``zooprune`` field) and k placeholders per image.
+    A family supplies :meth:`planned_count` (and keeps its own ``_get_prompt_updates`` shape)."""
 
-class ZooLlavaMultiModalProcessor(LlavaMultiModalProcessor):
-    """Stock LLaVA processing, with k (not N) placeholders per image and the plan as a field."""
+    def planned_count(self, config: PruneConfig, width: int, height: int) -> int:
+        """Placeholders of a ``width`` x ``height`` image under ``config``."""
+        raise NotImplementedError
 
     def apply(self, inputs, timing_ctx):  # noqa: ANN001 (vLLM's ProcessorInputs / TimingContext)
         kwargs = dict(inputs.hf_processor_mm_kwargs)
@@ -138,18 +139,24 @@ class ZooLlavaMultiModalProcessor(LlavaMultiModalProcessor):
     ) -> Sequence[PromptUpdate]:
         image_token_id = self.info.get_hf_config().image_token_index
         wire = hf_processor_mm_kwargs.get(KEY)
-        config = from_wire(wire)[0] if wire is not None else None
+        config = from_wire(wire)[0] if wire is not None else UNPRUNED
 
         def replacement(item_idx: int) -> list[int]:
             images = mm_items.get_items("image", (ImageEmbeddingItems, ImageProcessorItems))
             if isinstance(images, ImageEmbeddingItems):  # precomputed embeddings pass unpruned
                 return [image_token_id] * images.get_feature_size(item_idx)
             size = images.get_image_size(item_idx)
-            n = self.info.get_num_image_tokens(image_width=size.width, image_height=size.height)
-            k = n if config is None else planned_tokens(config, n, self.info.grid(n))
-            return [image_token_id] * k
+            return [image_token_id] * self.planned_count(config, size.width, size.height)
 
         return [PromptReplacement(modality="image", target=[image_token_id], replacement=replacement)]
+
+
+class ZooLlavaMultiModalProcessor(ZoopruneProcessorMixin, LlavaMultiModalProcessor):
+    """Stock LLaVA-1.5 processing, with k (not N) placeholders per image and the plan as a field."""
+
+    def planned_count(self, config: PruneConfig, width: int, height: int) -> int:
+        n = self.info.get_num_image_tokens(image_width=width, image_height=height)
+        return planned_tokens(config, n, square_grid(n))
 
 
 def build_info(ctx: Any) -> LlavaProcessingInfo | PixtralHFProcessingInfo:

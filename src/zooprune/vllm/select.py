@@ -4,7 +4,7 @@ For each image: a :class:`~zooprune.methods.PruneContext` filled as the HF pipel
 (``zooprune.pipeline.prepare``: float32 projector, grid, [CLS] attention, question embeddings,
 ``torch.Generator().manual_seed(seed)``), then :func:`zooprune.pipeline.select_image` (budget,
 keep-all, checks) and the kept rows (or the method's merged tokens). The count must equal the
-placeholders the processor reserved (:func:`zooprune.vllm.budget.planned_tokens`).
+placeholders the processor reserved (:mod:`zooprune.vllm.budget`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from ..adapters.base import ImageTokens
 from ..config import PruneConfig
 from ..methods import PruneContext, Selection
 from ..pipeline import select_image
-from .budget import planned_tokens
 
 
 def square_grid(n: int) -> tuple[int, int] | None:
@@ -31,6 +30,7 @@ def square_grid(n: int) -> tuple[int, int] | None:
 def prune_image(
     config: PruneConfig,
     image: ImageTokens,
+    expected: int,
     projector: Callable[[], Callable[[Tensor], Tensor]],
     instruction: Callable[[], Tensor] | None,
 ) -> tuple[Tensor, Selection]:
@@ -40,6 +40,7 @@ def prune_image(
         config: the request's configuration (pre-LLM method).
         image: the image's projected tokens ``(N, d_l)``, features ``(N, d_v)``, grid, [CLS]
             attention ``(N,)`` and keys ``(N, H, d_h)`` (what the method needs).
+        expected: the placeholders the processor reserved for the image (``zooprune.vllm.budget``).
         projector: returns the float32 projector (built on first call; only called if needed).
         instruction: returns the ``(T, d_l)`` question embeddings (only called if needed).
     """
@@ -58,7 +59,6 @@ def prune_image(
     )
     sel = select_image(method, config, image, ctx)
     tokens = sel.tokens.to(image.projected.dtype) if sel.tokens is not None else image.projected[sel.indices]
-    expected = planned_tokens(config, n, image.grid)
     if tokens.shape[0] != expected:
         raise RuntimeError(
             f"zooprune: method {config.method!r} returned {tokens.shape[0]} tokens for an image of {n} at "
