@@ -2,18 +2,23 @@
 
 ``pip install "zooprune[vllm]"`` next to vLLM; vLLM then calls :func:`register` in each of its
 processes (entry point ``zooprune = "zooprune.vllm:register"``), which replaces vLLM's
-``LlavaForConditionalGeneration`` by :class:`zooprune.vllm.llava.ZooLlavaForConditionalGeneration`
-(registered lazily by name: nothing here imports vLLM). Without a zooprune setting the model is
-stock vLLM. See ``docs/vllm.md``.
+``LlavaForConditionalGeneration`` and ``LlavaNextForConditionalGeneration`` by zooprune's
+subclasses (registered lazily by name: nothing here imports vLLM). Without a zooprune setting the
+models are stock vLLM. See ``docs/vllm.md``.
 
 Files (one job each):
     request.py    deployment default + per-request settings -> a validated PruneConfig; wire format
     budget.py     placeholders per image: a pure function of (visual tokens, grid, configuration)
     processor.py  the multimodal processor: validation (HTTP 400), k placeholders, the plan field
+                  (a mixin for every family) and LLaVA-1.5's processor
+    next_processor.py  LLaVA-NeXT's processor (anyres placeholder count)
+    anyres.py     LLaVA-NeXT's packed layout (crop, position / newline) from the image size
     vision.py     vLLM's vision tower -> features, [CLS] attention and keys (hook, TP gather)
     projector.py  float32 full-weight projector (gathers tensor-parallel shards)
     select.py     per image: PruneContext -> zooprune.pipeline.select_image -> kept tokens
-    llava.py      the model class: embed_multimodal prunes each image to its request's budget
+    model.py      the model mixin: projector copy, reports, plans, embed_multimodal
+    llava.py      LLaVA-1.5's model class
+    llava_next.py LLaVA-NeXT's model class (vLLM's packing, per-crop groups, newlines)
     reports.py    read the kept tokens back out of the engine (LLM.apply_model)
     engine.py     PrunedVLM's using / generate over a vLLM engine (zooprune eval --engine vllm)
 """

@@ -16,7 +16,7 @@ import torch
 
 from ..report import GenerationResult, PruneReport
 from ..vlm import open_image
-from .request import resolve
+from .request import UNPRUNED, resolve
 
 #: LLM(...) settings used unless given: one image per prompt, eager mode, at most 2048 positions
 #: (fewer if the model has fewer); on CPU ``gpu_memory_utilization`` is the fraction of RAM for KV.
@@ -74,6 +74,15 @@ class VllmVLM:
         changes = {k: v for k, v in (("method", method), ("keep", keep), ("seed", seed)) if v is not None}
         return VllmVLM(self.llm, self.processor, self.model.config, {**base, **changes, **options})
 
+    def unpruned_tokens(self, image: Any) -> int:
+        """Visual tokens of ``image`` before pruning (LLaVA-NeXT: anyres, newlines included)."""
+        config = self.model.config
+        if config.model_type == "llava_next":
+            from .next_processor import planned_anyres
+
+            return planned_anyres(UNPRUNED, config, image.height, image.width)
+        return (config.vision_config.image_size // config.vision_config.patch_size) ** 2  # CLIP patches
+
     def chat_prompt(self, prompt: str) -> str:
         content = [{"type": "image"}, {"type": "text", "text": prompt}]
         return self.processor.apply_chat_template(
@@ -98,10 +107,9 @@ class VllmVLM:
             requests, SamplingParams(max_tokens=max_new_tokens, temperature=0.0), use_tqdm=False
         )
         image_token = int(self.model.config.image_token_index)
-        vision = self.model.config.vision_config
-        before = (vision.image_size // vision.patch_size) ** 2  # LLaVA-1.5: the CLIP patches
         reports = []
-        for out in outs:
+        for out, request in zip(outs, requests):
+            before = self.unpruned_tokens(request["multi_modal_data"]["image"])
             visual = sum(t == image_token for t in out.prompt_token_ids)
             reports.append(
                 PruneReport(
