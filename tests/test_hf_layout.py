@@ -39,9 +39,10 @@ def test_committed_testbed_checkpoint_is_in_the_llava_hf_layout():
 def test_tiny_checkpoint_relayout_loads_identically_in_transformers(tmp_path):
     from transformers import LlavaForConditionalGeneration
 
-    from zooprune.testing.tiny import save_tiny_llava
+    from zooprune.testing.tiny import BUILDERS, save_tiny_llava
 
-    path = save_tiny_llava(tmp_path / "tiny", seed=0)
+    path = tmp_path / "tiny"
+    BUILDERS["llava"](seed=0)[0].save_pretrained(path)  # transformers' own layout
     before = LlavaForConditionalGeneration.from_pretrained(path).state_dict()
     renamed = to_llava_hf_layout(path)
     assert renamed > 0
@@ -51,3 +52,5 @@ def test_tiny_checkpoint_relayout_loads_identically_in_transformers(tmp_path):
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert json.loads((path / "config.json").read_text())["model_type"] == "llava"
+    saved = save_tiny_llava(tmp_path / "saved", seed=0)  # make-tiny and the tests' checkpoints: llava-hf layout
+    assert to_llava_hf_layout(saved) == 0

@@ -92,18 +92,22 @@ def test_question_ids_follow_the_last_image():
     assert question_ids([1, 9, 4], image_token_id=4) == [1, 9]  # image last: every text token
 
 
-def test_cls_attention_matches_the_hf_adapter(tiny_llava):
-    """vLLM's fused q/k give the [CLS] attention and keys the HF adapter computes from q_proj / k_proj."""
-    from zooprune.adapters.llava import LlavaAdapter
-    from zooprune.vllm.vision import cls_attention
+def test_cls_attention_equals_a_per_head_loop():
+    """The [CLS] attention both engines use (adapters.llava.cls_attention) against a naive loop."""
+    from zooprune.adapters.llava import cls_attention
 
-    model, _ = tiny_llava
-    heads = model.config.vision_config.num_attention_heads
+    heads, d_h, n = 3, 4, 16
     g = torch.Generator().manual_seed(0)
-    q, k = torch.randn(2, 17, 4 * heads, generator=g), torch.randn(2, 17, 4 * heads, generator=g)
-    ours = cls_attention(q, k, heads)
-    theirs = LlavaAdapter(model)._cls_attention({"q": q, "k": k})
-    assert torch.allclose(ours[0], theirs[0]) and torch.equal(ours[1], theirs[1])
+    q, k = torch.randn(2, 1 + n, heads * d_h, generator=g), torch.randn(2, 1 + n, heads * d_h, generator=g)
+    attn, keys = cls_attention(q, k, heads)
+    for i in range(2):
+        rows = []
+        for h in range(heads):
+            qh, kh = q[i, 0, h * d_h : (h + 1) * d_h], k[i, :, h * d_h : (h + 1) * d_h]
+            rows.append(torch.softmax(kh @ qh / d_h**0.5, dim=0))
+        naive = torch.stack(rows).mean(dim=0)[1:]
+        assert torch.allclose(attn[i], naive, atol=1e-6)
+        assert torch.equal(keys[i, :, 1], k[i, 1:, d_h : 2 * d_h])
 
 
 def test_float32_projector_is_the_hf_projector(tiny_llava):

@@ -14,6 +14,7 @@ Methods are pure tensor functions (``zooprune/methods``); the splice is family-a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -109,22 +110,10 @@ def prepare(
         projector32 = adapter.float32_projector() if "projector" in method.needs else None
         selections = []
         for image, owner in zip(images, owners):
-            ctx = PruneContext(
-                projected=image.projected,
-                features=image.features,
-                projector=projector32,
-                grid=image.grid,
-                cls_attention=image.cls_attention,
-                keys=image.keys,
-                instruction=adapter.instruction(input_ids[owner], attention_mask, owner, text_embeds)
-                if method.needs_prompt
-                else None,
-                generator=torch.Generator().manual_seed(config.seed),
-                options=config.options,
-                fidelity=config.fidelity,
-                cls_feature=image.cls_feature,
+            instruction = (
+                adapter.instruction(input_ids[owner], attention_mask, owner, text_embeds) if method.needs_prompt else None
             )
-            selections.append(select_image(method, config, image, ctx))
+            selections.append(select_image(method, config, image, image_context(config, image, projector32, instruction)))
         kept_tokens = [sel.tokens if sel.tokens is not None else im.projected[sel.indices] for sel, im in zip(selections, images)]
         spliced = splice_visual_tokens(
             input_ids,
@@ -150,6 +139,36 @@ def prepare(
         plan = InLLMPlan(hooked, config, adapter.language_model(), slots, reports, spliced.attention_mask)
     inputs = adapter.model_inputs(spliced, input_ids, attention_mask, extras)
     return PreparedInputs(spliced, reports, inputs, timings, plan, adapter.generate_returns_prompt)
+
+
+def image_context(
+    config: PruneConfig,
+    image: ImageTokens,
+    projector: Callable[[Tensor], Tensor] | None,
+    instruction: Tensor | None,
+) -> PruneContext:
+    """What a method may read about one image (the only place a pre-LLM ``PruneContext`` is built;
+    the vLLM plugin builds its contexts here too).
+
+    Args:
+        config: method, seed, options and fidelity.
+        image: the adapter's encoding of the image.
+        projector: the float32 projector, or None when the method does not need it.
+        instruction: ``(T, d_l)`` question embeddings, or None when the method does not read the prompt.
+    """
+    return PruneContext(
+        projected=image.projected,
+        features=image.features,
+        projector=projector,
+        grid=image.grid,
+        cls_attention=image.cls_attention,
+        keys=image.keys,
+        instruction=instruction,
+        generator=torch.Generator().manual_seed(config.seed),
+        options=config.options,
+        fidelity=config.fidelity,
+        cls_feature=image.cls_feature,
+    )
 
 
 def select_image(method: Method, config: PruneConfig, image: ImageTokens, ctx: PruneContext) -> Selection:

@@ -58,7 +58,8 @@ class LlavaAdapter(VLMAdapter):
         feats = torch.cat(
             [out.hidden_states[i][:, 1:] if drop_cls else out.hidden_states[i] for i in layers], -1
         )
-        cls_attn, keys = self._cls_attention(captured) if want_attention else (None, None)
+        heads = self.model.config.vision_config.num_attention_heads
+        cls_attn, keys = cls_attention(captured["q"], captured["k"], heads) if want_attention else (None, None)
         if with_cls:
             cls = torch.cat([out.hidden_states[i][:, 0] for i in layers], -1) if want_attention else None
             return feats, cls_attn, keys, cls  # type: ignore[return-value]
@@ -103,13 +104,21 @@ class LlavaAdapter(VLMAdapter):
 
         return [attn.q_proj.register_forward_hook(keep("q")), attn.k_proj.register_forward_hook(keep("k"))]
 
-    def _cls_attention(self, store: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """Head-averaged softmax attention of [CLS] over patches ``(I, N)`` and patch keys ``(I, N, H, d_h)``."""
-        heads = self.model.config.vision_config.num_attention_heads
-        q, k = store["q"].float(), store["k"].float()  # (I, 1 + N, d)
-        i, t, d = k.shape
-        qh = q.view(i, t, heads, d // heads).transpose(1, 2)  # (I, H, T, dh)
-        kh = k.view(i, t, heads, d // heads).transpose(1, 2)
-        logits = qh[:, :, :1] @ kh.transpose(-1, -2) * (d // heads) ** -0.5  # (I, H, 1, T)
-        attn = logits.softmax(-1).mean(dim=1)[:, 0]  # (I, T)
-        return attn[:, 1:], k.view(i, t, heads, d // heads)[:, 1:]
+
+def cls_attention(q: Tensor, k: Tensor, num_heads: int) -> tuple[Tensor, Tensor]:
+    """Head-averaged softmax attention of [CLS] over the patches, and the patches' keys per head.
+
+    Args:
+        q, k: ``(I, 1 + N, d)`` query / key projections of the read vision layer ([CLS] first).
+        num_heads: attention heads H (``d = H * d_h``).
+
+    Returns:
+        ``(I, N)`` float32 attention and ``(I, N, H, d_h)`` float32 keys.
+    """
+    q, k = q.float(), k.float()
+    i, t, d = k.shape
+    qh = q.view(i, t, num_heads, d // num_heads).transpose(1, 2)  # (I, H, T, dh)
+    kh = k.view(i, t, num_heads, d // num_heads).transpose(1, 2)
+    logits = qh[:, :, :1] @ kh.transpose(-1, -2) * (d // num_heads) ** -0.5  # (I, H, 1, T)
+    attn = logits.softmax(-1).mean(dim=1)[:, 0]  # (I, T)
+    return attn[:, 1:], k.view(i, t, num_heads, d // num_heads)[:, 1:]

@@ -94,9 +94,7 @@ class LlavaNextAdapter(LlavaAdapter):
         is_token = where[:, 0] >= 0
         crop, pos = where[:, 0].clamp(min=0), where[:, 1].clamp(min=0)
         side = self.model.config.vision_config.image_size // self.model.config.vision_config.patch_size
-        groups = [(is_token & (crop == c)).nonzero().flatten() for c in range(crops)]
-        groups = [g for g in groups if g.numel()]
-        grids = [self._rectangle(pos[g], side) for g in groups]
+        groups, grids, newlines = crop_groups(where, side)
         return ImageTokens(
             projected=packed[0],
             features=feats[crop, pos] * is_token[:, None],
@@ -105,7 +103,7 @@ class LlavaNextAdapter(LlavaAdapter):
             keys=None if keys is None else keys[crop, pos],
             groups=groups,
             group_grids=grids,
-            always_keep=(~is_token).nonzero().flatten(),
+            always_keep=newlines,
             max_tokens=self.max_tokens(side),
         )
 
@@ -115,15 +113,6 @@ class LlavaNextAdapter(LlavaAdapter):
         crop = self.model.config.vision_config.image_size
         pinpoints = self.model.config.image_grid_pinpoints or [[crop, crop]]
         return (1 + max((h // crop) * (w // crop) for h, w in pinpoints)) * side * side
-
-    @staticmethod
-    def _rectangle(positions: Tensor, side: int) -> tuple[int, int] | None:
-        """A crop's surviving tokens (unpadding removes whole rows / columns): their ``(rows, cols)``
-        grid when they form a full rectangle in row-major order, else None."""
-        rows, cols = positions // side, positions % side
-        shape = (int(rows.unique().numel()), int(cols.unique().numel()))
-        ordered = bool((positions[1:] > positions[:-1]).all()) if positions.numel() > 1 else True
-        return shape if shape[0] * shape[1] == positions.numel() and ordered else None
 
     # ---- where each token lies on the image --------------------------------------------
     @classmethod
@@ -190,3 +179,33 @@ class LlavaNextAdapter(LlavaAdapter):
     def high_res_grid(cls, processor: Any, rows: int, cols: int, side: int) -> tuple[int, int]:
         """``(rows, cols)`` of the packed high-res grid from the unpadded one (LLaVA-NeXT: the same)."""
         return rows, cols
+
+
+def crop_groups(sources: Tensor, side: int) -> tuple[list[Tensor], list[tuple[int, int] | None], Tensor]:
+    """Per crop, the packed positions of its tokens and its ``(rows, cols)`` grid, and the newlines.
+
+    Args:
+        sources: ``(M, 2)`` per packed token its ``(crop, position in crop)``, ``(-1, -1)`` for an
+            image-newline token (what the model's packing does to an index tensor).
+        side: tokens along one side of a crop.
+
+    Returns:
+        ``(groups, grids, newlines)``: per non-empty crop its ``(n_c,)`` packed positions and its grid
+        (None unless its surviving tokens form a full row-major rectangle, see :func:`crop_rectangle`),
+        and the ``(n_rows,)`` newline positions.
+    """
+    is_token = sources[:, 0] >= 0
+    crop, pos = sources[:, 0], sources[:, 1]
+    groups = [(is_token & (crop == c)).nonzero().flatten() for c in range(int(crop.max()) + 1)]
+    groups = [g for g in groups if g.numel()]
+    return groups, [crop_rectangle(pos[g], side) for g in groups], (~is_token).nonzero().flatten()
+
+
+def crop_rectangle(positions: Tensor, side: int) -> tuple[int, int] | None:
+    """A crop's surviving tokens (unpadding removes whole rows / columns), ``(n,)`` positions within a
+    ``side x side`` crop: their ``(rows, cols)`` grid when they form a full rectangle in row-major
+    order, else None."""
+    rows, cols = positions // side, positions % side
+    shape = (int(rows.unique().numel()), int(cols.unique().numel()))
+    ordered = bool((positions[1:] > positions[:-1]).all()) if positions.numel() > 1 else True
+    return shape if shape[0] * shape[1] == positions.numel() and ordered else None

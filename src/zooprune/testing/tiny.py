@@ -24,6 +24,7 @@ from transformers import (
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
+from ..hf_layout import to_llava_hf_layout
 from .llava import LlavaShape, build_llava, llava_config, text_config, text_widths, vision_config
 
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<s>", "</s>", "<image>"]
@@ -398,5 +399,6 @@ def save_tiny_llava(path: str | Path, seed: int = 0, family: str = "llava") -> P
     path = Path(path)
     model, processor = BUILDERS[family](seed=seed)
     model.save_pretrained(path)
+    to_llava_hf_layout(path)  # the layout the hub ships and vLLM loads (transformers reads both)
     processor.save_pretrained(path)
     return path

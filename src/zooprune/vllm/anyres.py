@@ -15,6 +15,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..adapters.llava_next import crop_groups
+
+__all__ = ["crop_groups", "packed_sources"]
+
 
 def packed_sources(config: Any, image_size: tuple[int, int]) -> Tensor:
     """``(M, 2)`` LongTensor: per packed token its ``(crop, position in crop)``, ``(-1, -1)`` for a newline.
@@ -41,28 +45,3 @@ def packed_sources(config: Any, image_size: tuple[int, int]) -> Tensor:
     other = unpad_image(other, tuple(int(x) for x in image_size))  # (2, H', W')
     other = torch.cat([other, newline[:, None, None].expand(*other.shape[:-1], 1)], dim=-1)  # (2, H', W'+1)
     return torch.cat([base, other.flatten(1, 2).transpose(0, 1)], dim=0)
-
-
-def crop_groups(sources: Tensor, side: int) -> tuple[list[Tensor], list[tuple[int, int] | None], Tensor]:
-    """Per crop, the packed positions of its tokens and its ``(rows, cols)`` grid (None if its surviving
-    tokens are not a full row-major rectangle), and the newline positions (as the HF adapter builds them).
-
-    Args:
-        sources: :func:`packed_sources` output ``(M, 2)``.
-        side: tokens along one side of a crop.
-    """
-    is_token = sources[:, 0] >= 0
-    crop, pos = sources[:, 0], sources[:, 1]
-    groups = [(is_token & (crop == c)).nonzero().flatten() for c in range(int(crop.max()) + 1)]
-    groups = [g for g in groups if g.numel()]
-    grids = [rectangle(pos[g], side) for g in groups]
-    return groups, grids, (~is_token).nonzero().flatten()
-
-
-def rectangle(positions: Tensor, side: int) -> tuple[int, int] | None:
-    """``(rows, cols)`` when ``positions`` (within a ``side x side`` crop) form a full rectangle in
-    row-major order, else None (``zooprune.adapters.llava_next.LlavaNextAdapter._rectangle``)."""
-    rows, cols = positions // side, positions % side
-    shape = (int(rows.unique().numel()), int(cols.unique().numel()))
-    ordered = bool((positions[1:] > positions[:-1]).all()) if positions.numel() > 1 else True
-    return shape if shape[0] * shape[1] == positions.numel() and ordered else None

@@ -12,13 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import torch
 from torch import Tensor
 
 from ..adapters.base import ImageTokens
 from ..config import PruneConfig
-from ..methods import PruneContext, Selection
-from ..pipeline import select_image
+from ..methods import Selection
+from ..pipeline import image_context, select_image
 
 
 def square_grid(n: int) -> tuple[int, int] | None:
@@ -46,16 +45,11 @@ def prune_image(
     """
     method = config.spec
     n = int(image.projected.shape[0])
-    ctx = PruneContext(
-        projected=image.projected,
-        features=image.features,
-        projector=projector() if "projector" in method.needs else None,
-        grid=image.grid,
-        cls_attention=image.cls_attention,
-        keys=image.keys,
-        instruction=instruction() if method.needs_prompt and instruction is not None else None,
-        generator=torch.Generator().manual_seed(config.seed),
-        options=config.options,
+    ctx = image_context(
+        config,
+        image,
+        projector() if "projector" in method.needs else None,
+        instruction() if method.needs_prompt and instruction is not None else None,
     )
     sel = select_image(method, config, image, ctx)
     tokens = sel.tokens.to(image.projected.dtype) if sel.tokens is not None else image.projected[sel.indices]

@@ -5,8 +5,7 @@ fuses each layer's q/k/v projections into one ``qkv_proj`` (sharded by heads und
 parallelism). The features are the stock ``_image_pixels_to_features`` output; for [CLS]
 attention and keys a forward hook on the last built layer's ``qkv_proj`` (this model instance
 only, removed after the call) captures q and k, gathered over tensor-parallel ranks, and
-:func:`cls_attention` recomputes the attention the HF adapter computes
-(``zooprune.adapters.llava.LlavaAdapter._cls_attention``).
+the HF adapter's :func:`~zooprune.adapters.llava.cls_attention` computes the attention from them.
 """
 
 from __future__ import annotations
@@ -15,26 +14,10 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..adapters.llava import cls_attention
+
 #: ``PruneContext`` needs that require the vision attention capture.
 ATTENTION_NEEDS = frozenset({"cls_attention", "keys"})
-
-
-def cls_attention(q: Tensor, k: Tensor, num_heads: int) -> tuple[Tensor, Tensor]:
-    """Head-averaged softmax attention of [CLS] over the patches, and the patches' keys per head.
-
-    Args:
-        q, k: ``(I, 1 + N, d)`` query / key projections of the read layer ([CLS] first), all heads.
-        num_heads: attention heads H (``d = H * d_h``).
-    Returns:
-        ``(I, N)`` float32 attention and ``(I, N, H, d_h)`` float32 keys.
-    """
-    q, k = q.float(), k.float()
-    i, t, d = k.shape
-    qh = q.view(i, t, num_heads, d // num_heads).transpose(1, 2)  # (I, H, T, dh)
-    kh = k.view(i, t, num_heads, d // num_heads).transpose(1, 2)
-    logits = qh[:, :, :1] @ kh.transpose(-1, -2) * (d // num_heads) ** -0.5  # (I, H, 1, T)
-    attn = logits.softmax(-1).mean(dim=1)[:, 0]  # (I, T)
-    return attn[:, 1:], k.view(i, t, num_heads, d // num_heads)[:, 1:]
 
 
 def read_attention_layer(model: Any) -> nn.Module:
