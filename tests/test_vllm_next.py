@@ -17,7 +17,7 @@ from zooprune.adapters.llava_next import LlavaNextAdapter  # noqa: E402
 from zooprune.methods import METHODS  # noqa: E402
 
 from .conftest import random_image  # noqa: E402
-from .vllm_support import ENGINE, chat_prompt, vllm_env  # noqa: E402
+from .vllm_support import chat_prompt, engine, save_for_vllm  # noqa: E402
 
 SIZES = [(112, 56), (100, 160), (56, 56)]  # (width, height): 2 crops wide, tall (unpadded), one crop
 
@@ -35,24 +35,15 @@ def cases() -> list[tuple[str, dict]]:
 @pytest.fixture(scope="module")
 def next_dir(tmp_path_factory):
     from zooprune.bench.synthetic import parse_shape, synthetic_llava
-    from zooprune.hf_layout import to_llava_hf_layout
 
     model, processor = synthetic_llava(parse_shape("llava-next-tiny,hidden=128")[1], seed=0)
-    path = tmp_path_factory.mktemp("tiny-llava-next-vllm")
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
-    to_llava_hf_layout(path)
-    return path
+    return save_for_vllm(model, processor, tmp_path_factory.mktemp("tiny-llava-next-vllm"))
 
 
 @pytest.fixture(scope="module")
 def llm(next_dir):
-    from vllm import LLM
-
-    with vllm_env(VLLM_ALLOW_INSECURE_SERIALIZATION="1"):
-        engine = LLM(model=str(next_dir), **{**ENGINE, "max_model_len": 256})
-        yield engine
-        engine.llm_engine.engine_core.shutdown()
+    with engine(next_dir, max_model_len=256) as llm:
+        yield llm
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from zooprune.adapters.llava import LlavaAdapter  # noqa: E402
 from zooprune.methods import METHODS  # noqa: E402
 
 from .conftest import random_image  # noqa: E402
-from .vllm_support import ENGINE, chat_prompt, vllm_env  # noqa: E402
+from .vllm_support import chat_prompt, engine, save_for_vllm  # noqa: E402
 
 N_VISUAL = 16  # 32 px / 8 px patches
 
@@ -34,26 +34,17 @@ def cases() -> list[tuple[str, dict]]:
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    from zooprune.hf_layout import to_llava_hf_layout
     from zooprune.testing.tiny import tiny_llava
 
     # 128 wide: head_dim 32 (vLLM's CPU attention rejects the default tiny's 16)
     model, processor = tiny_llava(seed=0, hidden=128)
-    path = tmp_path_factory.mktemp("tiny-llava-vllm")
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
-    to_llava_hf_layout(path)
-    return path
+    return save_for_vllm(model, processor, tmp_path_factory.mktemp("tiny-llava-vllm"))
 
 
 @pytest.fixture(scope="module")
 def llm(tiny_dir):
-    from vllm import LLM
-
-    with vllm_env(VLLM_ALLOW_INSECURE_SERIALIZATION="1"):
-        engine = LLM(model=str(tiny_dir), **{**ENGINE, "max_model_len": 128})
-        yield engine
-        engine.llm_engine.engine_core.shutdown()
+    with engine(tiny_dir, max_model_len=128) as llm:
+        yield llm
 
 
 @pytest.fixture(scope="module")

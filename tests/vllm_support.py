@@ -120,3 +120,26 @@ if __name__ == "__main__":
         _stock_main(sys.argv[2], sys.argv[3])
     else:
         raise SystemExit("usage: python -m tests.vllm_support stock IN.json OUT.json")
+
+
+def save_for_vllm(model: Any, processor: Any, path: Path) -> Path:
+    """Save a tiny HF model + processor in the llava-hf layout vLLM loads; returns ``path``."""
+    from zooprune.hf_layout import to_llava_hf_layout
+
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    to_llava_hf_layout(path)
+    return path
+
+
+@contextlib.contextmanager
+def engine(model_dir: Path, **settings: Any) -> Iterator[Any]:
+    """An offline vLLM engine with the plugin (``ENGINE`` settings updated by ``settings``), shut down after."""
+    from vllm import LLM
+
+    with vllm_env(VLLM_ALLOW_INSECURE_SERIALIZATION="1"):
+        llm = LLM(model=str(model_dir), **{**ENGINE, **settings})
+        try:
+            yield llm
+        finally:
+            llm.llm_engine.engine_core.shutdown()
