@@ -20,8 +20,9 @@ from zooprune.adapters.base import ImageTokens
 from zooprune.adapters.groups import select_frames
 from zooprune.config import PruneConfig
 from zooprune.methods import PruneContext, get_method
-from zooprune.methods.estimators import lowrank_projector, reference_sensitivity, sensitivity
+from zooprune.methods.estimators import sensitivity
 from zooprune.methods.zoo import ZooOptions
+from zooprune.methods.zoo_reference import lowrank_projector, reference_sensitivity
 from zooprune.pipeline import select_image
 
 D_V, D_L = 24, 40

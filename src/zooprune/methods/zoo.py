@@ -33,12 +33,11 @@ from .estimators import (
     draw_directions,
     estimate_sensitivity,
     get_estimator,
-    lowrank_projector,
     mlp_structure,
-    reference_sensitivity,
     sensitivity,
 )
 from .options import MethodOptions
+from .zoo_reference import lowrank_projector, reference_sensitivity
 
 __all__ = ["ZooOptions", "draw_directions", "normalize_scores", "select", "sensitivity"]
 
@@ -58,7 +57,7 @@ class ZooOptions(MethodOptions):
             of the projector (the reference's LLaVA-NeXT setting uses r = 128; ``central`` / ``jvp``).
         lowrank: which weights the rank-r projector factorises: ``trained`` (the model's; what the
             paper describes) or ``as-constructed`` (freshly initialised ones, seeded: what the
-            reference code factorises; see ``estimators.lowrank_projector``).
+            reference code factorises; see ``zoo_reference.lowrank_projector``).
     """
 
     estimator: str | None = None
