@@ -55,10 +55,7 @@ def select_grouped(
     if always_keep is not None:
         kept.append(always_keep)
         kept_tokens.append(ctx.projected[always_keep])
-    scores = torch.zeros(n, dtype=torch.float32)
-    has_scores = False
-    estimator: str | None = None
-    timings: dict[str, float] = {}
+    summary = CropSummary(n)
     for group, grid, share in zip(groups, group_grids, shares):
         if share == 0:
             continue
@@ -73,22 +70,11 @@ def select_grouped(
         kept.append(group[local])
         kept_tokens.append(tokens[: local.numel()])
         merged.append(tokens[local.numel() :])
-        if sel.scores is not None:
-            scores[group.cpu()] = sel.scores.float().cpu()
-            has_scores = True
-        estimator = sel.estimator or estimator
-        for key, value in sel.timings.items():
-            timings[key] = timings.get(key, 0.0) + value
+        summary.add(group, sel)
     indices = torch.cat(kept)
     order = indices.argsort()
     tokens = torch.cat([torch.cat(kept_tokens)[order], *merged])
-    return Selection(
-        indices=indices[order],
-        scores=scores if has_scores else None,
-        tokens=tokens,
-        timings=timings,
-        estimator=estimator,
-    )
+    return summary.selection(indices[order], tokens)
 
 
 def select_frames(
@@ -126,10 +112,7 @@ def select_frames(
     share = int(target / len(groups))
     state = ctx.generator.get_state() if ctx.generator is not None else None
     kept: list[Tensor] = []
-    scores = torch.zeros(n, dtype=torch.float32)
-    has_scores = False
-    estimator: str | None = None
-    timings: dict[str, float] = {}
+    summary = CropSummary(n)
     for index, group in enumerate(groups):
         k = min(share, int(group.numel()))
         if k <= 0:
@@ -147,14 +130,39 @@ def select_frames(
         if sel.tokens is not None:
             raise ValueError(f"method {method.name!r} merges tokens: the 'frames' crop handling cannot place them")
         kept.append(group[sel.indices.to(group.device)])
-        if sel.scores is not None:
-            scores[group.cpu()] = sel.scores.float().cpu()
-            has_scores = True
-        estimator = sel.estimator or estimator
-        for key, value in sel.timings.items():
-            timings[key] = timings.get(key, 0.0) + value
+        summary.add(group, sel)
     if always_keep is not None and always_keep.numel():
         shifted = always_keep - int(groups[0].numel())  # the reference's offset newline indices
         kept.append(shifted[shifted >= 0])
     indices = torch.unique(torch.cat(kept)) if kept else torch.zeros(0, dtype=torch.long)
-    return Selection(indices=indices, scores=scores if has_scores else None, timings=timings, estimator=estimator)
+    return summary.selection(indices)
+
+
+class CropSummary:
+    """What the per-crop selections of one image add up to: the ``(N,)`` scores of every scored crop,
+    the estimator named, and the summed timings."""
+
+    def __init__(self, n: int) -> None:
+        self.scores = torch.zeros(n, dtype=torch.float32)
+        self.has_scores = False
+        self.estimator: str | None = None
+        self.timings: dict[str, float] = {}
+
+    def add(self, group: Tensor, sel: Selection) -> None:
+        """Record crop ``group``'s ``(n_g,)`` selection."""
+        if sel.scores is not None:
+            self.scores[group.cpu()] = sel.scores.float().cpu()
+            self.has_scores = True
+        self.estimator = sel.estimator or self.estimator
+        for key, value in sel.timings.items():
+            self.timings[key] = self.timings.get(key, 0.0) + value
+
+    def selection(self, indices: Tensor, tokens: Tensor | None = None) -> Selection:
+        """The whole image's :class:`Selection` with these kept ``indices`` (and tokens)."""
+        return Selection(
+            indices=indices,
+            scores=self.scores if self.has_scores else None,
+            tokens=tokens,
+            timings=self.timings,
+            estimator=self.estimator,
+        )
