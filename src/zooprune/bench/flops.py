@@ -10,6 +10,7 @@ Llama decoder layer for comparison. Speed-up bounds are ratios, so the unit canc
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,3 +90,32 @@ def estimator_flops(estimator: str, n: int, d_v: int, h: int, d_l: int, num_dire
     if estimator == "closed-form":
         return float(n * d_v * h + n * h * h)
     raise ValueError(f"no cost model for estimator {estimator!r}")
+
+
+def segments(full: int, kept: int, layer: int, layers: int, stages: Sequence[tuple[int, int]] = ()) -> list[tuple[int, int]]:
+    """``(sequence length, layer count)`` per run of layers: ``full`` tokens up to the first pruning
+    layer, then each in-LLM stage's ``(layer, sequence length)`` up to the next (``stages``; one stage
+    ``(layer, kept)`` when empty: in-LLM methods prune after layer K, pre-LLM methods have ``layer = 0``)."""
+    out, start, seq = [], 0, full
+    for stage_layer, stage_seq in list(stages) or [(layer, kept)]:
+        stop = min(stage_layer, layers)
+        if stop > start:
+            out.append((seq, stop - start))
+        start, seq = max(start, stop), stage_seq
+    return out + [(seq, max(0, layers - start))]
+
+
+def staged_flops(
+    count: Callable[..., float],
+    full: int,
+    kept: int,
+    layer: int,
+    layers: int,
+    lm: LMShape,
+    stages: Sequence[tuple[int, int]] = (),
+) -> float:
+    """Prefill cost when layers ``[0, layer)`` see ``full`` tokens and the rest ``kept`` (or each
+    in-LLM stage's sequence from its layer on, :func:`segments`)."""
+    parts = segments(full, kept, layer, layers, stages)
+    head = sum((count(seq, lm, layers=n) for seq, n in parts[:-1]), 0.0)
+    return head + count(parts[-1][0], lm, layers=parts[-1][1])

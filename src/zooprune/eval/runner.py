@@ -8,7 +8,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..bench.flops import LMShape, lm_shape, prefill_flops
+from ..bench.flops import LMShape, lm_shape, prefill_flops, staged_flops
 from ..config import Keep, comparison_options
 from ..report import PruneReport
 from ..results import keep_label, unpruned
@@ -116,12 +116,16 @@ def report_prefill_flops(report: PruneReport, shape: LMShape) -> float:
     """Prefill FLOPs (FastV/DivPrune formula) of a one-image prompt: all tokens up to the first
     in-LLM stage's layer, then text + each stage's visual tokens up to the next stage
     (``report.stages``; one stage at ``prune_layer`` for FastV / DART, layer 0 for pre-LLM methods)."""
-    stages = report.stages or [(report.prune_layer, report.tokens_after)]
-    flops, layer, visual = 0.0, 0, report.tokens_before
-    for stage_layer, stage_tokens in stages:
-        flops += prefill_flops(report.text_tokens + visual, shape, layers=stage_layer - layer)
-        layer, visual = stage_layer, stage_tokens
-    return flops + prefill_flops(report.text_tokens + visual, shape, layers=shape.layers - layer)
+    text = report.text_tokens
+    return staged_flops(
+        prefill_flops,
+        text + report.tokens_before,
+        text + report.tokens_after,
+        report.prune_layer,
+        shape.layers,
+        shape,
+        [(layer, text + visual) for layer, visual in report.stages or ()],
+    )
 
 
 def family_intervals(rows: Iterable[tuple[str, bool]]) -> dict[str, list[float]]:
