@@ -49,7 +49,7 @@ import torch
 
 from ..config import Keep, PruneConfig
 from ..results import unpruned
-from .flops import prefill_flops
+from .flops import prefill_flops, staged_flops
 from .runner import bench_image, bench_prompt, unused_copy
 
 #: The paper's budgets (kept of budgeted tokens) per synthetic shape.
@@ -170,21 +170,10 @@ def sads_check(
 
 
 # ---- (a) tiny families ----------------------------------------------------------------------------
-SIZES = [(90, 60), (40, 70), (64, 64)]
-FIXED_COUNT = {"llava", "gemma3"}  # families whose images always give the same number of tokens
-
-
-def random_image(seed: int, size: tuple[int, int]) -> Any:
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8))
-
-
 def family_checks(device: torch.device, dtype: torch.dtype, budget: Budget) -> dict[str, Any]:
     """Keep-all == stock and ragged batch == one by one for every tiny family (see the module docstring)."""
     from ..testing.tiny import BUILDERS
+    from .device_families import one_family
 
     out: dict[str, Any] = {}
     for name in sorted(BUILDERS):
@@ -193,65 +182,6 @@ def family_checks(device: torch.device, dtype: torch.dtype, budget: Budget) -> d
             continue
         out[name] = attempt(lambda name=name: one_family(name, BUILDERS[name], device, dtype))
     return out
-
-
-@torch.no_grad()
-def one_family(
-    name: str, build: Callable[..., Any], device: torch.device, dtype: torch.dtype
-) -> dict[str, Any]:
-    from ..methods import METHODS
-    from ..vlm import PrunedVLM, generate_pruned
-
-    model, processor = build(seed=0)
-    processor.tokenizer.padding_side = "left"
-    model = model.to(device=device, dtype=dtype).eval()
-    vlm = PrunedVLM(model, processor, PruneConfig("none", keep=1.0))
-    result: dict[str, Any] = {"keep_all": {}, "batch": {}}
-    start = time.perf_counter()
-    inputs = vlm.encode_inputs([random_image(0, SIZES[0])], ["what is in the image ?"])
-    inputs = {k: v.to(dtype) if torch.is_floating_point(v) else v for k, v in inputs.items()}
-    stock = model(**inputs).logits.float()
-    for method in ("none", "zoo"):
-        prepared = vlm.using(method=method, keep=1.0).prepare(
-            [random_image(0, SIZES[0])], ["what is in the image ?"]
-        )
-        logits = model(**prepared.model_kwargs()).logits.float()
-        same_shape = logits.shape == stock.shape
-        result["keep_all"][method] = {
-            "equal": bool(same_shape and torch.equal(logits, stock)),
-            "max_abs_diff": float((logits - stock).abs().max()) if same_shape else None,
-        }
-    images = [random_image(i, size) for i, size in enumerate(SIZES)]
-    prompts = ["what is in the image ?", "how many ?", "describe this picture"]
-    provides = vlm.adapter.provides
-    for method in ("zoo", "divprune", "fastv"):
-        spec = METHODS.get(method)
-        if not spec.needs <= provides:
-            result["batch"][method] = {"skipped": "not supported by this family"}
-            continue
-        if spec.in_llm and name not in FIXED_COUNT:
-            result["batch"][method] = {"skipped": "in-LLM methods need equal kept counts per prompt"}
-            continue
-        configured = vlm.using(method=method, keep=0.5)
-        batch = configured.prepare(images, prompts)
-        together = generate_pruned(model, batch, max_new_tokens=5)
-        kept_equal, tokens_equal = [], []
-        for i in range(3):
-            single = configured.prepare(images[i : i + 1], prompts[i : i + 1])
-            alone = generate_pruned(model, single, max_new_tokens=5)[0]
-            kept_equal.append(
-                bool(torch.equal(single.reports[0].kept_indices, batch.reports[i].kept_indices))
-            )
-            tokens_equal.append(bool(torch.equal(together[i, : alone.numel()].cpu(), alone.cpu())))
-        result["batch"][method] = {
-            "equal": all(kept_equal) and all(tokens_equal),
-            "kept_equal": kept_equal,
-            "tokens_equal": tokens_equal,
-            "tokens_before": [r.tokens_before for r in batch.reports],
-        }
-    result["ok"] = all(v.get("equal", True) for part in ("keep_all", "batch") for v in result[part].values())
-    result["seconds"] = round(time.perf_counter() - start, 2)
-    return result
 
 
 # ---- (b) full-depth models ------------------------------------------------------------------------
@@ -368,12 +298,15 @@ def release(device: torch.device) -> None:
 def prefill_flops_staged(row: dict[str, Any], lm: Any) -> float:
     """FastV / DivPrune formula over the model's layers, each in-LLM stage at its own length."""
     text = row["seq_len_full"] - row["visual_tokens"]
-    stages = row["stages"] or [[row["prune_layer"], row["kept_tokens"]]]
-    flops, layer, visual = 0.0, 0, row["visual_tokens"]
-    for stage_layer, stage_tokens in stages:
-        flops += prefill_flops(text + visual, lm, layers=stage_layer - layer)
-        layer, visual = stage_layer, stage_tokens
-    return flops + prefill_flops(text + visual, lm, layers=lm.layers - layer)
+    return staged_flops(
+        prefill_flops,
+        row["seq_len_full"],
+        text + row["kept_tokens"],
+        row["prune_layer"],
+        lm.layers,
+        lm,
+        [(layer, text + visual) for layer, visual in row["stages"] or ()],
+    )
 
 
 @torch.no_grad()
