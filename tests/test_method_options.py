@@ -20,6 +20,7 @@ from zooprune.methods.pyramiddrop import PyramidDropOptions
 from zooprune.methods.sparsevlm import SparseVLMOptions
 from zooprune.methods.visionzip import VisionZipOptions
 from zooprune.methods.vispruner import VisPrunerOptions
+from zooprune.methods.vscan import VScanOptions
 from zooprune.methods.zoo import ZooOptions
 
 from .conftest import random_image
@@ -40,6 +41,7 @@ EXPECTED = {
     "sparsevlm": SparseVLMOptions,
     "visionzip": VisionZipOptions,
     "vispruner": VisPrunerOptions,
+    "vscan": VScanOptions,
     "zoo": ZooOptions,
     "zoo-sensitivity": ZooOptions,
 }

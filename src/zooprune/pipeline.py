@@ -134,7 +134,11 @@ def prepare(
         timings[key] = sum(r.timings[key] for r in reports)
     plan = None
     if method.in_llm:
-        slots = image_slots(spliced.input_ids, adapter.image_token_id, counts)
+        entered = [int(tokens.shape[0]) for tokens in kept_tokens]  # all N unless it also prunes before
+        if method.pre_llm:
+            for report, sel, n_0 in zip(reports, selections, entered):
+                report.entered, report.stages = sel.indices.cpu(), [(0, n_0)]
+        slots = image_slots(spliced.input_ids, adapter.image_token_id, entered)
         hooked = method.bound(fidelity=config.fidelity) if config.fidelity != "improved" else method
         plan = InLLMPlan(hooked, config, adapter.language_model(), slots, reports, spliced.attention_mask)
     inputs = adapter.model_inputs(spliced, input_ids, attention_mask, extras)
@@ -175,7 +179,8 @@ def select_image(method: Method, config: PruneConfig, image: ImageTokens, ctx: P
     """Run ``method`` on one image with its share of the budget; checked, timed in ``timings["prune"]``.
 
     k >= N is no pruning for every method (keep-all reproduces the stock model); in-LLM methods
-    keep everything here and choose inside the language model.
+    keep everything here and choose inside the language model, except those that also prune before
+    it (``Method.pre_llm``): they get the final k here and keep what their first stage needs.
     """
     n = image.projected.shape[0]
     if config.fidelity == "reference" and image.groups is not None and method.prunes and not method.in_llm:
@@ -189,7 +194,7 @@ def select_image(method: Method, config: PruneConfig, image: ImageTokens, ctx: P
         k = resolve_budget(config.keep, budgeted)
     timings: dict[str, float] = {}
     with timed(timings, "prune"):
-        if k >= budgeted or method.in_llm:
+        if k >= budgeted or not method.pre_llm:
             sel = Selection(torch.arange(n, device=image.projected.device))
         elif image.groups is not None:
             whole = config.budget == "whole"  # one pool, not per-crop shares

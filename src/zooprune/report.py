@@ -36,6 +36,8 @@ class PruneReport:
             default is ``closed-form``; ``central`` is the paper's; ``central-fp16`` the reference
             code's), else None.
         fidelity: ``improved`` or ``reference`` (see ``docs/fidelity.md``).
+        entered: methods that prune before the LLM and again inside it: ``(n_0,)`` indices (into the N)
+            of the tokens the LLM received, which the in-LLM stages' indices point into; else None.
     """
 
     method: str
@@ -53,6 +55,7 @@ class PruneReport:
     estimator: str | None = None
     fidelity: str = "improved"
     stages: list[tuple[int, int]] = field(default_factory=list)
+    entered: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.equivalent_tokens is None:
@@ -60,9 +63,14 @@ class PruneReport:
 
     def record_in_llm(self, indices: Tensor, scores: Tensor | None, layer: int, num_layers: int) -> None:
         """What an in-LLM method kept from ``layer`` on (of ``num_layers`` language-model layers): called
-        once per stage, in layer order (a stage at or after ``layer`` recorded before is replaced)."""
-        self.kept_indices = indices.cpu()
-        self.scores = None if scores is None else scores.float().cpu()
+        once per stage, in layer order (a stage at or after ``layer`` recorded before is replaced).
+        ``indices`` point into the tokens the LLM received: into ``entered`` when set (the report keeps
+        its pre-LLM ``(N,)`` scores then), else into the N."""
+        if self.entered is not None:
+            self.kept_indices = self.entered[indices.cpu()]
+        else:
+            self.kept_indices = indices.cpu()
+            self.scores = None if scores is None else scores.float().cpu()
         self.tokens_after = int(indices.numel())
         self.prune_layer = layer
         self.stages = [st for st in self.stages if st[0] < layer] + [(layer, self.tokens_after)]

@@ -20,6 +20,7 @@ from . import (  # noqa: F401  (registration side effects)
     sparsevlm,
     visionzip,
     vispruner,
+    vscan,
     zoo,
 )
 from .base import METHODS, NEEDS, Method, PruneContext, Selection, get_method, register_method

@@ -33,6 +33,9 @@ FIDELITIES: tuple[str, ...] = ("improved", "reference")
 #: ``"one-pool"``: one pool of every packed token, newlines included (DivPrune); ``"unsupported"``.
 ReferenceCrops = Literal["frames", "one-pool", "unsupported"]
 
+#: Where a method prunes (``Method.stage``).
+MethodStage = Literal["pre_llm", "in_llm", "pre_and_in_llm"]
+
 
 @dataclass
 class PruneContext:
@@ -182,7 +185,9 @@ class Method:
         name: registry name (``zooprune.list_methods()``).
         fn: ``fn(ctx, k) -> Selection``.
         needs: the :class:`PruneContext` fields the adapter must fill (see ``NEEDS``).
-        stage: ``"pre_llm"`` (prunes before language-model layer 0) or ``"in_llm"``.
+        stage: ``"pre_llm"`` (prunes before language-model layer 0), ``"in_llm"``, or ``"pre_and_in_llm"``
+            (prunes before the LLM, then again inside it: called with ``ctx.llm_stage`` None for the
+            pre-LLM stage, with the final k; its in-LLM stages then start from the tokens it kept).
         summary: one line for ``--help`` and the support matrix.
         options: the method's typed options dataclass (``MethodOptions`` when it has none).
         prunes: False for the unpruned reference (``none``): every token is kept whatever the budget.
@@ -201,7 +206,7 @@ class Method:
     name: str
     fn: MethodFn
     needs: frozenset[str] = frozenset()
-    stage: Literal["pre_llm", "in_llm"] = "pre_llm"
+    stage: MethodStage = "pre_llm"
     summary: str = ""
     options: type[MethodOptions] = MethodOptions
     prunes: bool = True
@@ -262,8 +267,13 @@ class Method:
 
     @property
     def in_llm(self) -> bool:
-        """Whether the method prunes inside the language model (FastV-style)."""
-        return self.stage == "in_llm"
+        """Whether the method prunes inside the language model (FastV-style), alone or after a pre-LLM stage."""
+        return self.stage != "pre_llm"
+
+    @property
+    def pre_llm(self) -> bool:
+        """Whether the method prunes before the language model (alone or before in-LLM stages)."""
+        return self.stage != "in_llm"
 
     @property
     def needs_prompt(self) -> bool:
@@ -293,7 +303,7 @@ def register_method(
     name: str,
     *,
     needs: tuple[str, ...] = (),
-    stage: Literal["pre_llm", "in_llm"] = "pre_llm",
+    stage: MethodStage = "pre_llm",
     summary: str = "",
     options: type[MethodOptions] = MethodOptions,
     prunes: bool = True,
