@@ -10,6 +10,7 @@ vision features have). ``docs/fidelity.md`` points to these tests row by row.
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from torch import nn
 
 from zooprune.adapters.base import ImageTokens
 from zooprune.adapters.groups import select_frames
+from zooprune.adapters.in_llm import last_token_attention
 from zooprune.config import PruneConfig
 from zooprune.methods import PruneContext, get_method
 from zooprune.methods.estimators import sensitivity
@@ -381,11 +383,58 @@ def test_dart_reference_equals_the_transcription(kind, start, k):
     assert len(expected) == 4 + 8 * (k // 8)  # the reference's count, not k
 
 
+# ============================================================================= FastV
+def ref_fastv(query_states, key_states, sys_length, image_token_length, attention_rank):
+    """pkunlp-icler/FastV ``modeling_llama.py``: ``LlamaAttention.forward``'s weights at layer K-1
+    (``output_attentions=True``, no cache, batch 1) and the ``use_fast_v`` branch of
+    ``LlamaModel.forward`` at ``idx == AGG_LAYER``. ``query_states`` / ``key_states``: ``(1, H, L, d_h)``
+    post-RoPE, in the model's dtype. Returns the kept absolute positions (unsorted, as topk gives)."""
+    bsz, heads, length, head_dim = query_states.shape
+    attn_weights = torch.matmul(query_states, key_states.transpose(2, 3)) / math.sqrt(head_dim)
+    # _make_causal_mask: finfo.min above the diagonal, 0 elsewhere, added to the weights
+    mask = torch.full((length, length), torch.finfo(query_states.dtype).min)
+    cond = torch.arange(length)
+    mask.masked_fill_(cond < (cond + 1).view(length, 1), 0)
+    attn_weights = attn_weights + mask.to(query_states.dtype)[None, None]
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query_states.dtype)
+    last_layer_attention_avg = torch.mean(attn_weights, dim=1)[0]
+    last_layer_attention_avg_last_tok = last_layer_attention_avg[-1]
+    image_part = last_layer_attention_avg_last_tok[sys_length : sys_length + image_token_length]
+    return image_part.topk(attention_rank).indices + sys_length
+
+
+@pytest.mark.parametrize("kind", ["peaked", "near-ties"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize(("start", "k"), [(35, 16), (35, 72), (5, 37), (60, 1)])
+def test_fastv_reference_equals_the_transcription(kind, dtype, start, k):
+    """The library's reference attention (``last_token_attention(model_dtype=True)``, what the in-LLM
+    plan hands ``fastv``) and selection keep what the reference's rule keeps. ``near-ties``: image keys
+    that differ below fp16's resolution, so the fp16 weights tie where float32 ones would not."""
+    n, t, heads, d_h = 144, 11, 4, 16
+    length = start + n + t
+    q = (3.0 * torch.randn(1, heads, length, d_h, generator=gen(21))).to(dtype)  # peaked, as a trained model's
+    keys = torch.randn(1, heads, length, d_h, generator=gen(22))
+    if kind == "near-ties":
+        keys[0, :, start : start + n] = keys[0, :, start : start + 1] + 1e-4 * keys[0, :, start : start + n]
+    keys = keys.to(dtype)
+    keys[0, :, start + 7] *= 4  # a dominant image token
+    attention = last_token_attention(q[:, :, -1:], keys, torch.ones(1, length, dtype=torch.bool), model_dtype=True)
+    assert attention.dtype == dtype
+    ctx = PruneContext(
+        projected=torch.zeros(n, 8),
+        llm_attention=attention[0, start : start + n],
+        fidelity="reference",
+        options=get_method("fastv").parse_options(None),
+    )
+    sel = get_method("fastv")(ctx, k)
+    expected = sorted((ref_fastv(q, keys, start, n, k) - start).tolist())
+    assert sel.indices.tolist() == expected
+
+
 # ============================================================================= unsupported
 @pytest.mark.parametrize(
     ("method", "why"),
     [
-        ("fastv", "re-selects the kept tokens at every decoding step"),
         ("cdpruner", "CLIP text tower"),
         ("random", "no reference implementation"),
         ("pool", "no reference implementation"),
@@ -404,6 +453,6 @@ def test_fidelity_is_validated_and_improved_is_the_default():
         PruneConfig(fidelity="exact")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="budget='whole' is not a reference setting"):
         PruneConfig(method="zoo", budget="whole", fidelity="reference")
-    supported = {m for m in ("zoo", "divprune", "visionzip", "dart", "none") if get_method(m).supports_reference}
-    assert supported == {"zoo", "divprune", "visionzip", "dart", "none"}
+    supported = {m for m in ("zoo", "divprune", "visionzip", "dart", "fastv", "none") if get_method(m).supports_reference}
+    assert supported == {"zoo", "divprune", "visionzip", "dart", "fastv", "none"}
     assert isinstance(PruneConfig(method="zoo", fidelity="reference").options, ZooOptions)

@@ -132,3 +132,76 @@ def test_in_llm_layer_out_of_range_is_a_clear_error(tiny_llava, images):
     inputs = inputs_for(processor, images[:1], ["what ?"])
     with pytest.raises(ValueError, match="layer must be in"):
         prepared_forward(model, inputs, "fastv", 4, layer=3)
+
+
+def reference_fastv_generation(model, embeds, slots, k, k_layer, steps):
+    """FastV's reference generation, recomputed independently (one unpadded row): at every step the
+    whole sequence runs again; the eager model's layer K-1 attention (heads averaged, last token's
+    row) ranks the image tokens; layers >= K run on the top k. Returns the tokens and each step's kept."""
+    eager = copy.deepcopy(model)
+    eager.set_attn_implementation("eager")
+    lm = eager.model.language_model
+    eos = model.generation_config.eos_token_id
+    tokens, kept = [], []
+    with torch.no_grad():
+        for _ in range(steps):
+            out = lm(inputs_embeds=embeds, output_attentions=True, use_cache=False)
+            attn = out.attentions[k_layer - 1].mean(dim=1)[0, -1]  # (L,)
+            top = attn[slots].topk(k).indices.sort().values
+            keep = torch.ones(embeds.shape[1], dtype=torch.bool)
+            keep[slots] = False
+            keep[slots[top]] = True
+            nxt = int(two_stage_logits(model, embeds, keep, k_layer)[0, -1].argmax())
+            tokens.append(nxt)
+            kept.append(top.tolist())
+            if nxt == eos:
+                break
+            embeds = torch.cat([embeds, model.get_input_embeddings()(torch.tensor(nxt))[None, None]], dim=1)
+    return tokens, kept
+
+
+@pytest.mark.parametrize("rows", [1, 2])
+def test_fastv_reference_reselects_at_every_step(tiny_llava, images, rows):
+    """``fidelity="reference"``: each step re-selects from that step's last token (the kept set changes
+    between steps) and equals an uncached recomputation; a left-padded batch equals each row alone."""
+    model, processor = tiny_llava
+    prompts = ["what is in the image ?", "describe this picture"][:rows]
+    inputs = inputs_for(processor, images[:rows], prompts)
+    prepared = prepare_pruned(
+        get_adapter(model),
+        PruneConfig("fastv", keep=4, fidelity="reference"),
+        inputs["input_ids"],
+        inputs["attention_mask"],
+        inputs["pixel_values"],
+    )
+    tokens = generate_pruned(model, prepared, max_new_tokens=6)
+    changed = False
+    for b, report in enumerate(prepared.reports):
+        valid = prepared.spliced.attention_mask[b].bool()
+        embeds = prepared.spliced.inputs_embeds[b][valid][None]
+        slots = (prepared.spliced.input_ids[b][valid] == model.config.image_token_id).nonzero().flatten()
+        want, want_kept = reference_fastv_generation(model, embeds, slots, 4, 2, tokens.shape[1])
+        assert tokens[b, : len(want)].tolist() == want
+        got_kept = [step[b].tolist() for step in prepared.plan.steps[: len(want)]]
+        assert got_kept == want_kept
+        assert report.kept_indices.tolist() == want_kept[0]  # the report: the prompt's selection
+        changed |= any(s != want_kept[0] for s in want_kept)
+    assert changed  # re-selected, not fixed at prefill
+
+
+def test_fastv_reference_keep_all_equals_stock_generate(tiny_llava, images):
+    model, processor = tiny_llava
+    inputs = inputs_for(processor, images[:2], ["what is in the image ?", "describe this picture"])
+    n = int((inputs["input_ids"][0] == model.config.image_token_id).sum())
+    prepared = prepare_pruned(
+        get_adapter(model),
+        PruneConfig("fastv", keep=n, fidelity="reference"),
+        inputs["input_ids"],
+        inputs["attention_mask"],
+        inputs["pixel_values"],
+    )
+    tokens = generate_pruned(model, prepared, max_new_tokens=6)
+    with torch.no_grad():
+        stock = model.generate(**inputs, max_new_tokens=6, do_sample=False)[:, inputs["input_ids"].shape[1] :]
+    assert torch.equal(tokens, stock)
+    assert len(prepared.plan.steps) == tokens.shape[1]

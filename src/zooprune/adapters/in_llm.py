@@ -12,6 +12,13 @@ Positions keep their original values (as FastV's ``position_ids = keep_indexs``)
 decoding, the layers of stage s see a key mask restricted to the positions stage s kept, matching
 their shorter KV cache, while layers < K_1 keep every token's keys (exactly the staged computation
 with a KV cache: cached decoding equals re-running the staged forward from scratch).
+
+Per-step re-selection (``Method.reference_per_step`` under ``fidelity="reference"``: FastV's reference,
+which generates without a KV cache): a forward pre-hook on the language model turns every decoding
+step into a prefill of the whole sequence (prompt + the tokens generated so far, with a fresh cache),
+so the stages are decided again at every step from that step's last token; nothing selected or cached
+is reused between steps (slow by design: T new tokens cost T prefills). ``InLLMPlan.steps`` holds
+every step's kept indices; the reports hold the first step's (the prompt's).
 """
 
 from __future__ import annotations
@@ -74,6 +81,8 @@ class InLLMPlan:
 
     Attributes:
         stages: the decided stages, in order (filled at prefill).
+        steps: per-step re-selection only (:attr:`per_step`): for each generation step, each image's
+            kept indices (into its N) after the last stage.
     """
 
     method: Method
@@ -84,6 +93,7 @@ class InLLMPlan:
     attention_mask: Tensor
     stages: list[Stage] = field(default_factory=list)
     full_length: int = 0
+    steps: list[list[Tensor]] = field(default_factory=list)
     _captured: dict[Any, Any] = field(default_factory=dict)
 
     @property
@@ -92,6 +102,12 @@ class InLLMPlan:
         if not isinstance(options, InLLMStages):
             raise TypeError(f"in-LLM method {self.method.name!r} needs InLLMStages options, got {type(options).__name__}")
         return options
+
+    @property
+    def per_step(self) -> bool:
+        """Re-select at every decoding step over the whole sequence, no KV cache reused (the method's
+        reference under ``fidelity="reference"``, ``Method.reference_per_step``)."""
+        return self.config.fidelity == "reference" and self.config.spec.reference_per_step
 
     @property
     def layers(self) -> tuple[int, ...]:
@@ -130,6 +146,8 @@ class InLLMPlan:
                     f"in-LLM methods do not support attention with q/k norms ({type(attn).__name__})"
                 )
         handles = []
+        if self.per_step:
+            handles.append(self.language_model.register_forward_pre_hook(self._whole_sequence, with_kwargs=True))
         if fields & {"llm_image_embeds", "instruction"}:
             handles.append(layers[0].register_forward_pre_hook(self._remember_input, with_kwargs=True))
         handles += [
@@ -139,12 +157,47 @@ class InLLMPlan:
         for k in ks:
             handles.append(layers[k - 1].register_forward_pre_hook(partial(self._remember_rotary, k), with_kwargs=True))
             handles.append(layers[k - 1].self_attn.q_proj.register_forward_hook(partial(self._remember_queries, k)))
+        prompt_mask = self.attention_mask  # per-step re-selection extends it while generating
         try:
             yield self
         finally:
             for h in handles:
                 h.remove()
             self._captured.clear()
+            self.attention_mask = prompt_mask
+
+    def _whole_sequence(self, _m: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
+        """Per-step re-selection: a decoding step's one new token becomes a prefill of the whole sequence.
+
+        The prompt's ``inputs_embeds`` ``(B, L, d)`` and ``position_ids`` are remembered at prefill; each
+        step appends its new ones and runs all of them again with a fresh cache (``cache=None``,
+        ``use_cache=True``: the language model builds an empty one, which the stage decision reads);
+        the 2-D ``attention_mask`` that ``generate`` extends already covers the whole sequence.
+        """
+        embeds = kwargs.get("inputs_embeds")
+        if args or embeds is None:
+            raise RuntimeError("per-step in-LLM re-selection needs the language model called with inputs_embeds=")
+        positions = kwargs.get("position_ids")
+        seen = self._captured.get("sequence")
+        if seen is None or embeds.shape[1] > 1:  # prefill: the prompt
+            self._captured["sequence"] = (embeds, positions)
+        else:
+            embeds = torch.cat([seen[0], embeds], dim=1)  # (B, L + t, d)
+            if isinstance(positions, Tensor) and isinstance(seen[1], Tensor):
+                positions = torch.cat([seen[1], positions], dim=-1)
+            self._captured["sequence"] = (embeds, positions)
+            kwargs = {**kwargs, "inputs_embeds": embeds, "position_ids": positions, "use_cache": True}
+            for key in ("cache", "past_key_values"):
+                if key in kwargs:
+                    kwargs[key] = None
+        mask = kwargs.get("attention_mask")
+        if isinstance(mask, Tensor) and mask.dim() == 2 and mask.shape[1] == embeds.shape[1]:
+            self.attention_mask = mask
+        else:  # no 2-D mask given: the generated tokens are all valid
+            extra = embeds.shape[1] - self.attention_mask.shape[1]
+            self.attention_mask = torch.cat([self.attention_mask, self.attention_mask.new_ones(embeds.shape[0], extra)], 1)
+        self.stages = []  # decided again at this step
+        return args, kwargs
 
     def _remember_input(self, _m: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
         hidden = self._hidden(args, kwargs)
@@ -223,6 +276,7 @@ class InLLMPlan:
         embeds = self._captured.get("embeds")
         drop = torch.zeros(bsz, length, dtype=torch.bool, device=device)
         merged: list[tuple[int, Tensor, Tensor]] = []  # (row, local index in prev, values)
+        step_kept: list[Tensor] = []
         for slot, report in zip(self.slots, self.reports):
             b, s, n0 = slot.row, slot.start, slot.length
             cur = prev[b]  # (L_cur,) positions of the full sequence
@@ -253,8 +307,9 @@ class InLLMPlan:
                 llm_prune_layer=k_layer,
                 **optional,
             )
-            k_final = resolve_budget(self.config.keep, n0)
-            k = min(n, self.options.stage_keep(n0, k_final, stage, len(ks)) if k_final < n0 else n0)
+            n_image = report.tokens_before  # the image's N (n0 is fewer when the method pruned before the LLM)
+            k_final = resolve_budget(self.config.keep, n_image)
+            k = min(n, self.options.stage_keep(n_image, k_final, stage, len(ks)) if k_final < n0 else n0)
             with timed(report.timings, "select"):
                 sel = Selection(torch.arange(n)) if k >= n else self.method(ctx, k)
             kept = sel.indices.to(device)
@@ -266,7 +321,11 @@ class InLLMPlan:
             if stage == 0:
                 self._captured["scores", id(report)] = sel.scores
             scores = self._captured.get(("scores", id(report)))
-            report.record_in_llm(cur[vis[kept]].cpu() - s, scores, k_layer, len(self.language_model.layers))
+            step_kept.append(cur[vis[kept]].cpu() - s)
+            if not self.steps:  # per-step re-selection: the reports hold the first step's (the prompt's)
+                report.record_in_llm(step_kept[-1], scores, k_layer, len(self.language_model.layers))
+        if self.per_step and stage == len(ks) - 1:
+            self.steps.append(step_kept)
         counts = (~drop).sum(dim=1)
         if not bool((counts == counts[0]).all()):
             raise ValueError(
@@ -290,14 +349,9 @@ class InLLMPlan:
         rope = sys.modules[type(attn_module).__module__].apply_rotary_pos_emb
         q = self._captured[k, "q_last"].view(bsz, -1, 1, head_dim)  # (B, H, 1, d_h)
         q, _ = rope(q, q, cos[:, -1:], sin[:, -1:])
-        groups = q.shape[1] // heads_kv
-        logits = (
-            q.float() @ keys.float().repeat_interleave(groups, dim=1).transpose(-1, -2) / math.sqrt(head_dim)
-        )
         valid = _take(self.attention_mask.bool(), 1, prev)  # (B, L) padding gets no attention
-        weights = logits.masked_fill(~valid[:, None, None, :], float("-inf")).softmax(-1)  # (B, H, 1, L)
         return {
-            "attention": weights.mean(dim=1)[:, 0],  # (B, L) heads averaged, from the last token
+            "attention": last_token_attention(q, keys, valid, self.config.fidelity == "reference"),
             "hidden": self.language_model.norm(hidden).float(),  # (B, L, d)
             "keys": keys.float().permute(0, 2, 1, 3).reshape(bsz, length, heads_kv * head_dim),
             "raw_keys": keys,
@@ -341,6 +395,30 @@ class InLLMPlan:
         allowed = causal & state["valid"][row][None, :]
         weights = logits.masked_fill(~allowed[None], float("-inf")).softmax(-1)  # (H, T, L)
         return weights.mean(dim=0)[:, vis]
+
+
+def last_token_attention(q: Tensor, keys: Tensor, valid: Tensor, model_dtype: bool = False) -> Tensor:
+    """``(B, L)`` head-averaged attention of one query per row on every key.
+
+    Args:
+        q: ``(B, H, 1, d_h)`` post-RoPE query of the last token.
+        keys: ``(B, H_kv, L, d_h)`` post-RoPE keys (grouped heads repeated).
+        valid: ``(B, L)`` keys that may be attended (padding False).
+        model_dtype: False: float32 logits, softmax and mean (``fidelity="improved"``). True: as the
+            reference's eager Llama attention (pkunlp-icler/FastV ``LlamaAttention.forward``): logits
+            ``q k^T / sqrt(d_h)`` in the model's dtype, masked keys at the dtype's minimum, softmax in
+            float32 cast back to the model's dtype, head mean in the model's dtype.
+    """
+    head_dim = q.shape[-1]
+    groups = q.shape[1] // keys.shape[1]
+    keys = keys.repeat_interleave(groups, dim=1)
+    if model_dtype:
+        logits = q @ keys.transpose(-1, -2) / math.sqrt(head_dim)  # (B, H, 1, L), model dtype
+        logits = logits.masked_fill(~valid[:, None, None, :], torch.finfo(logits.dtype).min)
+        return logits.softmax(-1, dtype=torch.float32).to(q.dtype).mean(dim=1)[:, 0]
+    logits = q.float() @ keys.float().transpose(-1, -2) / math.sqrt(head_dim)
+    weights = logits.masked_fill(~valid[:, None, None, :], float("-inf")).softmax(-1)  # (B, H, 1, L)
+    return weights.mean(dim=1)[:, 0]
 
 
 def _check_stage_selection(method: str, kept: Tensor, n: int, tokens: Tensor | None) -> None:

@@ -59,8 +59,9 @@ def add_model_args(parser: argparse.ArgumentParser, *, model_required: bool = Tr
         choices=("improved", "reference"),
         default="improved",
         help="improved (default: float32, seeded, batched) | reference: reproduce each method's reference "
-        "code (fp16 ZOO scoring, its budget rounding, tie and crop rules); methods without one are an "
-        "error (see docs/fidelity.md)",
+        "code (fp16 ZOO scoring, its budget rounding, tie and crop rules; fastv re-selects at every "
+        "decoding step without a KV cache, slow by design); methods without one are an error "
+        "(see docs/fidelity.md)",
     )
     parser.add_argument(
         "--trust-remote-code", action="store_true", help="allow the checkpoint's own code (off by default)"

@@ -201,6 +201,9 @@ class Method:
         reference_crops: how the reference treats multi-crop images (see ``ReferenceCrops``).
         reference_options: option values the reference fidelity implies (e.g. zoo's
             ``estimator="central"``); a conflicting value raises.
+        reference_per_step: in-LLM methods whose reference re-selects the kept tokens at every decoding
+            step from that step's state, recomputing the whole sequence without a KV cache (FastV's
+            reference): ``fidelity="reference"`` then generates that way (``adapters/in_llm.py``).
     """
 
     name: str
@@ -217,6 +220,7 @@ class Method:
     reference_rounding: Literal["floor", "round"] = "floor"
     reference_crops: ReferenceCrops = "unsupported"
     reference_options: tuple[tuple[str, Any], ...] = ()
+    reference_per_step: bool = False
 
     @property
     def supports_reference(self) -> bool:
@@ -315,6 +319,7 @@ def register_method(
     reference_rounding: Literal["floor", "round"] = "floor",
     reference_crops: ReferenceCrops = "unsupported",
     reference_options: tuple[tuple[str, Any], ...] = (),
+    reference_per_step: bool = False,
 ) -> Callable[[MethodFn], MethodFn]:
     """Register ``fn(ctx, k) -> Selection`` under ``name`` with its metadata; returns ``fn`` unchanged."""
     unknown = set(needs) - NEEDS
@@ -340,6 +345,7 @@ def register_method(
             reference_rounding,
             reference_crops,
             reference_options,
+            reference_per_step,
         )
         METHODS.add(name, method, aliases)
         return fn

@@ -1,16 +1,31 @@
-"""``fastv``: in-LLM pruning by the last prompt token's attention at layer K (default K = 2).
+"""``fastv``: in-LLM pruning by the last token's attention at layer K (default K = 2).
 
 FastV (Chen et al., "An Image is Worth 1/2 Tokens After Layer 2", ECCV 2024); semantics follow
-pkunlp-icler/FastV's ``FastVLlamaModel.forward``: after layer K-1, average the attention of
-the last token over heads, keep the top-R visual tokens, prune them from layer K on, keep the
-original position ids. Only the last token's attention row at layer K-1 is computed (from the
-cached keys), so every layer still runs SDPA. Option ``layer`` sets K (``InLLMOptions``).
+pkunlp-icler/FastV's ``LlamaModel.forward`` (``src/transformers/.../llama/modeling_llama.py``, the
+``use_fast_v`` branch): at layer K (``fast_v_agg_layer``), take layer K-1's attention weights, average
+them over heads, read the last token's row, keep the top-R (``fast_v_attention_rank``) of the image's
+tokens, and drop the others from layer K on, keeping the original position ids
+(``position_ids = keep_indexs``). Option ``layer`` sets K (``InLLMOptions``).
 
-Selection happens once, at prefill, and the KV cache holds only the kept tokens from layer K on
-(the "KV cache" variant). The paper's reference (``FastVLlamaModel.forward`` with ``use_cache``
-off) re-runs the whole sequence at every decoding step and re-selects the kept tokens from the
-newest token's attention each time. That per-step re-selection is not implemented, so
-``fidelity="reference"`` raises for ``fastv`` (see ``docs/fidelity.md``).
+``fidelity="improved"`` (default): selection happens once, at prefill, from the last prompt token's
+attention (float32, only that row computed from the cached keys, so every layer still runs SDPA), and
+the KV cache holds only the kept tokens from layer K on (the KV-cache variant): one selection per
+prompt, decoding as fast as the pruned prefill allows.
+
+``fidelity="reference"``: the reference's evaluation runs (``generate(use_cache=False,
+output_attentions=True)``, batch size 1) recompute the whole sequence at every decoding step, so the
+kept tokens are re-selected at every step from the attention of that step's last token (the newest
+generated token). zooprune reproduces this (``Method.reference_per_step``): every step reruns the
+whole sequence (prompt + tokens generated so far) through the language model and re-selects;
+nothing is reused between steps. **Slow by design**: each of T new tokens costs a full prefill
+(O(T) prefills instead of one). The attention is computed as the reference's eager Llama attention
+does: logits in the model's dtype, softmax in float32 cast back to the model's dtype, head mean in the
+model's dtype; ``torch.topk`` on those values. Both reference variants (``fast_v_inplace`` drops the
+tokens; the attention-mask variant keeps them but masks them as keys from layer K on) give the kept
+positions the same outputs; zooprune drops them. Not reproduced: the fixed ``fast_v_sys_length`` /
+``fast_v_image_token_length`` (zooprune finds the image in the real sequence) and the reference's
+batch-size-1 rule (``[0]``: row 0's selection for the whole batch; zooprune selects per row).
+See ``docs/fidelity.md``.
 """
 
 from __future__ import annotations
@@ -26,13 +41,13 @@ from .options import InLLMOptions
     stage="in_llm",
     summary="FastV: top-k visual tokens by last-token attention at LLM layer K=2 (in-LLM)",
     options=InLLMOptions,
-    reference_unsupported="the reference (pkunlp-icler/FastV, FastVLlamaModel.forward) re-selects the kept "
-    "tokens at every decoding step from the newest token's attention, without a KV cache; zooprune selects "
-    "once at prefill and caches the kept tokens' keys (the KV-cache variant), and per-step re-selection is "
-    "not implemented",
+    reference="pkunlp-icler/FastV modeling_llama.py LlamaModel.forward (use_fast_v; re-selected at every "
+    "decoding step, no KV cache: slow by design)",
+    reference_per_step=True,
 )
 def fastv(ctx: PruneContext, k: int) -> Selection:
-    """Keep the ``k`` visual tokens with the largest ``ctx.llm_attention`` ``(N,)``."""
+    """Keep the ``k`` visual tokens with the largest ``ctx.llm_attention`` ``(N,)`` (``torch.topk``;
+    ``fidelity="reference"``: on the attention in the model's dtype, as the reference ranks it)."""
     ctx.require("llm_attention", method="fastv")
-    scores = ctx.llm_attention.float()  # (N,)
-    return Selection(indices=sorted_unique(scores.topk(k).indices), scores=scores)
+    attention = ctx.llm_attention if ctx.fidelity == "reference" else ctx.llm_attention.float()  # (N,)
+    return Selection(indices=sorted_unique(attention.topk(k).indices), scores=attention.float())
