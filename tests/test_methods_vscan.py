@@ -285,3 +285,16 @@ def test_layer_averaged_tokens_and_flops_count_both_stages(tiny_llava, images):
     want = prefill_flops(10 + 6, shape, layers=k_layer) + prefill_flops(10 + 2, shape, layers=layers - k_layer)
     assert report_prefill_flops(report, shape) == want
     assert report_prefill_flops(report, shape) < prefill_flops(10 + n, shape)
+
+
+def test_reference_fidelity_raises():
+    with pytest.raises(ValueError, match="method 'vscan' has no fidelity='reference': .*shallow-layer"):
+        PruneConfig(method="vscan", fidelity="reference")
+
+
+def test_families_without_cls_attention_get_a_clear_error():
+    from zooprune.adapters import ADAPTERS
+
+    without = [t for t, a in ADAPTERS.items() if "cls_attention" not in a.provides]
+    assert without  # e.g. qwen2-vl, gemma3: no [CLS] token
+    assert all(not get_method("vscan").needs <= ADAPTERS.get(t).provides for t in without)

@@ -42,7 +42,7 @@ def handle(args: argparse.Namespace) -> int:
     print("methods:")
     for name, method in METHODS.items():
         needs = ", ".join(sorted(method.needs)) or "-"
-        print(f"  {name:<16} {method.stage:<8} needs: {needs:<28} {method.summary}")
+        print(f"  {name:<16} {method.stage:<14} needs: {needs:<28} {method.summary}")
         options = ", ".join(f"{k}={v!r}" for k, v in method.options().to_dict().items())
         if options:
             print(f"  {'':<16} options: {options}")
