@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -205,3 +206,39 @@ def test_fastv_reference_keep_all_equals_stock_generate(tiny_llava, images):
         stock = model.generate(**inputs, max_new_tokens=6, do_sample=False)[:, inputs["input_ids"].shape[1] :]
     assert torch.equal(tokens, stock)
     assert len(prepared.plan.steps) == tokens.shape[1]
+
+
+def test_dart_reference_gets_the_image_start_of_the_unpadded_sequence(tiny_llava, images):
+    """``PruneContext.llm_image_start`` is where the image starts in each row's unpadded sequence (DART's
+    reference builds its pivot set from absolute positions; its code hard-codes 35): a left-padded batch
+    keeps what each prompt keeps alone."""
+    model, processor = tiny_llava
+    processor.tokenizer.padding_side = "left"
+    texts = ["USER: <image>\nwhat is in the image ? ASSISTANT:", "USER: here is a picture , look : <image>\nwhat ? ASSISTANT:"]
+    config = PruneConfig("dart", keep=10, fidelity="reference", options={"pivot_image_tokens": 2, "pivot_text_tokens": 2})
+
+    def run(rows):
+        inputs = processor(images=[images[r] for r in rows], text=[texts[r] for r in rows], padding=True, return_tensors="pt")
+        prepared = prepare_pruned(
+            get_adapter(model), config, inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"]
+        )
+        starts = []
+        fn = prepared.plan.method.fn
+
+        def spy(ctx, k):
+            starts.append(ctx.llm_image_start)
+            return fn(ctx, k)
+
+        prepared.plan.method = dataclasses.replace(prepared.plan.method, fn=spy)
+        with torch.no_grad(), prepared.active():
+            model(**prepared.model_kwargs(), use_cache=True)
+        want = []
+        for b in range(len(rows)):
+            ids = inputs["input_ids"][b][inputs["attention_mask"][b].bool()]
+            want.append(int((ids == model.config.image_token_id).nonzero()[0]))
+        assert starts == want
+        return [r.kept_indices.tolist() for r in prepared.reports], starts
+
+    batch, starts = run([0, 1])
+    assert starts[0] != starts[1]
+    assert batch == [run([0])[0][0], run([1])[0][0]]

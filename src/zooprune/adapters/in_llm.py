@@ -305,6 +305,7 @@ class InLLMPlan:
                 options=self.config.options,
                 llm_stage=stage,
                 llm_prune_layer=k_layer,
+                llm_image_start=int(self.attention_mask[b, :s].sum()),  # in the unpadded sequence
                 **optional,
             )
             n_image = report.tokens_before  # the image's N (n0 is fewer when the method pruned before the LLM)

@@ -46,7 +46,8 @@ class DartOptions(InLLMOptions):
 
 
 #: ``image_token_start_index`` of the reference's LLaVA-1.5 runs (the vicuna_v1 system prompt is 35
-#: tokens): the absolute positions its pivot set is built from when the context gives none.
+#: tokens): the absolute positions its pivot set is built from when the context gives none. The in-LLM
+#: plan always gives one (``ctx.llm_image_start``: the image's first token in the unpadded sequence).
 REFERENCE_IMAGE_START = 35
 
 
