@@ -52,7 +52,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", default="1,8,32", help="comma list of in-flight request limits")
     p.add_argument("--requests", type=int, default=64, help="requests per (configuration, concurrency)")
     p.add_argument("--warmup", type=int, default=2, help="requests sent before each measurement")
-    p.add_argument("--max-tokens", type=int, default=16)
+    p.add_argument("--max-tokens", type=int, default=16, help="tokens decoded per request (EOS ignored)")
+    p.add_argument(
+        "--prompt-words",
+        type=int,
+        default=45,
+        help="words of text beside the image (45: about the 50 text tokens of `zooprune bench`, "
+        "so unpruned prompts are ~626 tokens at 576 visual ones)",
+    )
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--max-model-len", type=int, default=1024)
     p.add_argument("--gpu-memory-utilization", type=float, default=0.1, help="on CPU: fraction of RAM for KV")
@@ -131,13 +138,23 @@ def image_url(seed: int, side: int = 336) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-async def one_request(client: Any, model: str, seed: int, config: dict | None, max_tokens: int) -> dict[str, float]:
+def prompt_text(words: int) -> str:
+    """``"Describe the image."`` padded to ``words`` words with a fixed filler sentence."""
+    filler = "Mention every object, its colour, its size and where it is in the picture.".split()
+    out = ["Describe", "the", "image."]
+    while len(out) < words:
+        out.append(filler[(len(out) - 3) % len(filler)])
+    return " ".join(out)
+
+
+async def one_request(client: Any, model: str, seed: int, config: dict | None, max_tokens: int, text: str) -> dict[str, float]:
     """Stream one chat completion; TTFT, latency (s) and prompt tokens."""
-    extra = {"stream_options": {"include_usage": True}}
+    # ignore_eos: every request decodes exactly max_tokens (random weights would stop at random).
+    extra = {"stream_options": {"include_usage": True}, "ignore_eos": True}
     if config is not None:
         extra["mm_processor_kwargs"] = {"zooprune": config}
     start = time.perf_counter()
-    ttft, prompt_tokens = None, None
+    ttft, prompt_tokens, completion_tokens = None, None, None
     stream = await client.chat.completions.create(
         model=model,
         messages=[
@@ -145,7 +162,7 @@ async def one_request(client: Any, model: str, seed: int, config: dict | None, m
                 "role": "user",
                 "content": [
                     {"type": "image_url", "image_url": {"url": image_url(seed)}},
-                    {"type": "text", "text": "Describe the image."},
+                    {"type": "text", "text": text},
                 ],
             }
         ],
@@ -158,23 +175,28 @@ async def one_request(client: Any, model: str, seed: int, config: dict | None, m
         if ttft is None and chunk.choices and chunk.choices[0].delta.content:
             ttft = time.perf_counter() - start
         if chunk.usage is not None:
-            prompt_tokens = chunk.usage.prompt_tokens
+            prompt_tokens, completion_tokens = chunk.usage.prompt_tokens, chunk.usage.completion_tokens
     latency = time.perf_counter() - start
-    return {"ttft": latency if ttft is None else ttft, "latency": latency, "prompt_tokens": prompt_tokens}
+    return {
+        "ttft": latency if ttft is None else ttft,
+        "latency": latency,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+    }
 
 
-async def run_level(base: str, model: str, config: dict | None, concurrency: int, n: int, warmup: int, max_tokens: int, seed0: int) -> dict[str, Any]:
+async def run_level(base: str, model: str, config: dict | None, concurrency: int, n: int, warmup: int, max_tokens: int, seed0: int, text: str) -> dict[str, Any]:
     """``n`` requests with at most ``concurrency`` in flight (after ``warmup`` sequential ones)."""
     from openai import AsyncOpenAI
 
     client = AsyncOpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0, timeout=3600)
     for i in range(warmup):
-        await one_request(client, model, seed0 - 1 - i, config, max_tokens)
+        await one_request(client, model, seed0 - 1 - i, config, max_tokens, text)
     gate = asyncio.Semaphore(concurrency)
 
     async def gated(seed: int) -> dict[str, float]:
         async with gate:
-            return await one_request(client, model, seed, config, max_tokens)
+            return await one_request(client, model, seed, config, max_tokens, text)
 
     start = time.perf_counter()
     rows = await asyncio.gather(*(gated(seed0 + i) for i in range(n)))
@@ -191,16 +213,49 @@ async def run_level(base: str, model: str, config: dict | None, concurrency: int
         "ttft_p95_s": ttfts[min(n - 1, int(round(0.95 * (n - 1))))],
         "latency_p50_s": statistics.median(r["latency"] for r in rows),
         "prompt_tokens": statistics.median(r["prompt_tokens"] for r in rows if r["prompt_tokens"] is not None),
+        "completion_tokens": statistics.median(r["completion_tokens"] for r in rows if r["completion_tokens"] is not None),
     }
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| config | C | req/s | TTFT p50 (s) | TTFT p95 (s) | prompt tokens |", "|---|---|---|---|---|---|"]
+def config_name(config: dict[str, Any]) -> str:
+    return config["method"] + (f":{config['keep']}" if "keep" in config else "")
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    """Each row's requests/s and TTFT p50 against the unpruned row at the same concurrency."""
+    base = {r["concurrency"]: r for r in rows if r["config"]["method"] == "none"}
     for r in rows:
-        c = r["config"]
-        name = c["method"] + (f":{c['keep']}" if "keep" in c else "")
+        b = base.get(r["concurrency"])
+        r["requests_per_s_x"] = None if b is None else r["requests_per_s"] / b["requests_per_s"]
+        r["ttft_p50_x"] = None if b is None else b["ttft_p50_s"] / r["ttft_p50_s"]
+
+
+def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Requests/s against concurrency, one line per configuration (PNG)."""
+    from zooprune.plots import line_axes, save_line_chart
+
+    fig, ax = line_axes(title)
+    for name in dict.fromkeys(config_name(r["config"]) for r in rows):
+        mine = [r for r in rows if config_name(r["config"]) == name]
+        ax.plot([r["concurrency"] for r in mine], [r["requests_per_s"] for r in mine], marker="o", label=name,
+                linewidth=2.5 if name == "none" else 1.2)  # fmt: skip
+    ax.set_xscale("log", base=2)
+    save_line_chart(fig, ax, "concurrent requests", "requests / s", path)
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| config | C | req/s | req/s x | TTFT p50 (s) | TTFT x | TTFT p95 (s) | prompt tokens |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def x(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    for r in rows:
         lines.append(
-            f"| {name} | {r['concurrency']} | {r['requests_per_s']:.3f} | {r['ttft_p50_s']:.3f} | "
+            f"| {config_name(r['config'])} | {r['concurrency']} | {r['requests_per_s']:.3f} | "
+            f"{x(r.get('requests_per_s_x'))} | {r['ttft_p50_s']:.3f} | {x(r.get('ttft_p50_x'))} | "
             f"{r['ttft_p95_s']:.3f} | {r['prompt_tokens']:.0f} |"
         )
     return "\n".join(lines)
@@ -215,13 +270,15 @@ def main(argv: list[str] | None = None) -> None:
     model = Path(args.model) if args.model else build_synthetic(args.synthetic_shape, Path(args.model_dir))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()[0]
+    started = time.monotonic()
     proc, base = start_server(model, args, out.with_suffix(".server.log"))
     rows = []
     try:
         seed = 1_000_000
         for config in parse_configs(args.configs):
             for c in (int(x) for x in args.concurrency.split(",")):
-                rows.append(asyncio.run(run_level(base, str(model), config, c, args.requests, args.warmup, args.max_tokens, seed)))
+                rows.append(asyncio.run(run_level(base, str(model), config, c, args.requests, args.warmup, args.max_tokens, seed, prompt_text(args.prompt_words))))
                 seed += args.requests + args.warmup + 1
                 print(table(rows[-1:]).splitlines()[-1], flush=True)
     finally:
@@ -232,12 +289,20 @@ def main(argv: list[str] | None = None) -> None:
         "synthetic_shape": args.synthetic_shape,
         "dtype": args.dtype,
         "max_tokens": args.max_tokens,
+        "prompt_words": args.prompt_words,
         "machine": platform.platform(),
         "cpus": os.cpu_count(),
-        "loadavg_1min": os.getloadavg()[0],
+        "loadavg_1min_before": load_before,
+        "loadavg_1min_after": os.getloadavg()[0],
+        "wall_s": time.monotonic() - started,
+        "requests_per_level": args.requests,
+        "warmup": args.warmup,
+        "server_args": args.server_args,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
+    add_ratios(rows)
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    plot(rows, out.with_suffix(".png"), f"vLLM serving: {args.synthetic_shape or model.name} ({args.dtype})")
     print(table(rows))
 
 
