@@ -34,9 +34,10 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """A WordLevel tokenizer over the generator's vocabulary; adds ``<s>`` in front."""
-    words = list(SPECIAL_TOKENS) + list(ROLE_WORDS) + [w for w in vocabulary() if w not in ROLE_WORDS]
+def build_tokenizer(vocab_words: list[str] | None = None) -> PreTrainedTokenizerFast:
+    """A WordLevel tokenizer over the generator's vocabulary (v1's unless ``vocab_words``); adds ``<s>``."""
+    plain = vocabulary() if vocab_words is None else vocab_words
+    words = list(SPECIAL_TOKENS) + list(ROLE_WORDS) + [w for w in plain if w not in ROLE_WORDS]
     vocab = {w: i for i, w in enumerate(words)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Sequence(
@@ -59,7 +60,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def build_processor() -> LlavaProcessor:
+def build_processor(vocab_words: list[str] | None = None) -> LlavaProcessor:
     """The full processor: CLIP image processing at 224 px and the tokenizer above."""
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": IMAGE_SIZE},
@@ -69,7 +70,7 @@ def build_processor() -> LlavaProcessor:
     )
     return LlavaProcessor(
         image_processor=image_processor,
-        tokenizer=build_tokenizer(),
+        tokenizer=build_tokenizer(vocab_words),
         patch_size=PATCH_SIZE,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,

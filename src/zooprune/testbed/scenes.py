@@ -152,9 +152,17 @@ def render_scene(scene: Scene) -> tuple[Image.Image, np.ndarray]:
         base[None, None, :] + 10.0 * stripes[..., None] + noise_rng.normal(0, 9, (IMAGE_SIZE, IMAGE_SIZE, 3))
     )
     img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+    return paint_items(img, scene["items"])
+
+
+def paint_items(img: Image.Image, items: list[dict[str, Any]]) -> tuple[Image.Image, np.ndarray]:
+    """Draw ``items`` over a background image (modified in place); returns (image, item-id map).
+
+    The id map is int16 [224, 224]: 0 where no item is, i + 1 on pixels of ``items[i]``.
+    """
     ids = Image.new("I", (IMAGE_SIZE, IMAGE_SIZE), 0)
     draw, idraw = ImageDraw.Draw(img), ImageDraw.Draw(ids)
-    for i, it in enumerate(scene["items"]):
+    for i, it in enumerate(items):
         if it["kind"] == "shape":
             _draw_item(draw, it, COLOURS[it["colour"]])
         elif it["kind"] == "tile":
@@ -163,7 +171,7 @@ def render_scene(scene: Scene) -> tuple[Image.Image, np.ndarray]:
             _draw_item(draw, it, NEON[it["neon"]])
         _draw_item(idraw, it, i + 1)
     out = np.array(img)
-    for it in scene["items"]:
+    for it in items:
         x0, y0, x1, y1 = it["box"]
         if it["kind"] == "tile":
             m = glyph_mask(it["text"], 2)

@@ -49,6 +49,12 @@ HEADS: dict[str, int] = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m zooprune.testbed.train", description=__doc__.split("\n")[0])
+    ap.add_argument(
+        "--variant",
+        choices=("v1", "v2"),
+        default="v1",
+        help="v1: this recipe (default); v2: see zooprune.testbed.train_v2 (its own options)",
+    )
     ap.add_argument("--out", default="models/testbed-llava", help="final model + processor dir")
     ap.add_argument("--work", default="runs/testbed", help="checkpoints and logs")
     ap.add_argument("--minutes", type=float, default=95.0, help="total training budget")
@@ -335,21 +341,8 @@ class Trainer:
     # ---------------------------------------------------------------- export
     def export(self) -> None:
         """Fold the standardisation into the projector's first layer and save (bf16)."""
-        lin = self.model.model.multi_modal_projector.linear_1
-        with torch.no_grad():
-            w = lin.weight / self.std.std[None, :]
-            lin.bias -= w @ self.std.mean
-            lin.weight.copy_(w)
-        self.std.mean.zero_()
-        self.std.std.fill_(1.0)
-        self.model.set_attn_implementation("sdpa")
-        out = Path(self.args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        self.model.to(torch.bfloat16).save_pretrained(out)
-        to_llava_hf_layout(out)  # vision_tower.vision_model.*: loads in transformers and stock vLLM
-        self.processor.save_pretrained(out)
+        export_model(self.model, self.std, self.processor, Path(self.args.out))
         (self.work / "final_log.json").write_text(json.dumps(self.log))
-        print(f"saved {out}", flush=True)
 
     def run(self) -> None:
         if self.state["stage"] == 1:
@@ -360,7 +353,32 @@ class Trainer:
         self.export()
 
 
+def export_model(model: Any, std: Standardize, processor: Any, out: Path) -> None:
+    """Fold ``std`` into the projector's first layer (then reset it) and save model + processor (bf16)."""
+    lin = model.model.multi_modal_projector.linear_1
+    with torch.no_grad():
+        w = lin.weight / std.std[None, :]
+        lin.bias -= w @ std.mean
+        lin.weight.copy_(w)
+    std.mean.zero_()
+    std.std.fill_(1.0)
+    model.set_attn_implementation("sdpa")
+    out.mkdir(parents=True, exist_ok=True)
+    model.to(torch.bfloat16).save_pretrained(out)
+    to_llava_hf_layout(out)  # vision_tower.vision_model.*: loads in transformers and stock vLLM
+    processor.save_pretrained(out)
+    print(f"saved {out}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--variant", choices=("v1", "v2"), default="v1")
+    known, rest = pre.parse_known_args(argv)
+    if known.variant == "v2":
+        from .train_v2 import main as main_v2
+
+        main_v2(rest)
+        return
     args = parse_args(argv)
     trainer = Trainer(args)
     if args.export_only:

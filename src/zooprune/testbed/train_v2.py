@@ -1,0 +1,456 @@
+"""Train the testbed v2 LLaVA: ``python -m zooprune.testbed.train --variant v2 --help``.
+
+Three stages, LLaVA-style, none of which names a token category or shapes attention:
+
+1. ``clip``: the vision tower with an image-level objective, contrastive image-caption
+   (symmetric InfoNCE) against a small text encoder reading the whole-scene description.
+   Chosen over masked-image modelling because it is the objective of CLIP, the tower real
+   LLaVAs use, so the feature geometry pruning methods rely on (a shared component, norm
+   outliers) has the same origin; and because the text lists every region and item, so every
+   part of the image is worth encoding, while pixel reconstruction would spend the small tower
+   on speck and noise detail. The image embedding is the mean of the selected layer's patch
+   tokens (so every visual token gets gradient, as with the ``vision_feature_layer = -1`` the
+   testbed feeds to the LLM). Each image also gets a hard negative: the description of the
+   same scene with one region or item changed, so a coarse colour histogram does not suffice.
+2. ``align``: vision frozen, per-channel standardisation fitted (folded into the projector at
+   export, as v1), then the projector and the Llama learn to generate the whole-scene
+   description after "describe the scene" (next-token loss on the description). The Llama is
+   trained too by default since it starts from scratch (``--align-projector-only`` freezes it).
+3. ``qa``: projector + Llama on packed v2 questions (all eight families, 6 per image), 6 % of
+   images shown with no visual tokens; no grounding loss.
+
+Time-based per stage; ``--max-steps`` caps each stage (tests). Checkpoints in ``--work``
+(``ckpt.pt``, every ``--save-every`` minutes and at each stage end) let ``--resume`` continue;
+``log.jsonl`` holds the learning curves (train loss per stage, held-out accuracy in ``qa``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .batches import pixels
+from .evaluate import ValItem, validation_accuracy
+from .model import VISION_HIDDEN, build_model
+from .packing import Standardize, lm_forward, pack, project, vision_features
+from .processor import build_processor
+from .questions import COLOURS, SHAPES
+from .questions_v2 import (
+    FAMILIES_V2,
+    TRAIN_SEED_BASE_V2,
+    VAL_SEED_V2,
+    answer_v2,
+    describe,
+    draw_spec_v2,
+    make_samples_v2,
+    question_text_v2,
+    vocabulary_v2,
+)
+from .scenes import GRID, Scene
+from .scenes_v2 import REGION_COLOURS, TEXTURES, make_scene_v2, render_scene_v2
+from .train import cosine, export_model, token_ids
+
+STAGES: tuple[str, ...] = ("clip", "align", "qa")
+ALIGN_PROMPT = "describe the scene"
+MAX_TEXT = 160  # description tokens (a 5-region, 10-item scene is about 110)
+EMBED = 128
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="python -m zooprune.testbed.train --variant v2", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument("--out", default="models/testbed-llava-v2", help="final model + processor dir")
+    ap.add_argument("--work", default="runs/testbed-v2", help="checkpoints and logs")
+    ap.add_argument("--clip-minutes", type=float, default=20.0)
+    ap.add_argument("--align-minutes", type=float, default=25.0)
+    ap.add_argument("--qa-minutes", type=float, default=60.0)
+    ap.add_argument("--max-steps", type=int, default=0, help="cap on steps per stage (0: time only)")
+    ap.add_argument("--seed", type=int, default=0, help="init seed; data from TRAIN_SEED_BASE_V2 + seed")
+    ap.add_argument("--resume", action="store_true", help="continue from --work/ckpt.pt")
+    ap.add_argument("--batch-clip", type=int, default=48)
+    ap.add_argument("--batch-align", type=int, default=16)
+    ap.add_argument("--batch-qa", type=int, default=16)
+    ap.add_argument("--qa", type=int, default=6, help="questions per image in the qa stage")
+    ap.add_argument("--lr-clip", type=float, default=1e-3)
+    ap.add_argument("--lr-align", type=float, default=1e-3)
+    ap.add_argument("--lr-qa", type=float, default=7e-4)
+    ap.add_argument("--align-projector-only", action="store_true", help="freeze the Llama in align")
+    ap.add_argument("--eval-every", type=float, default=5.0, help="minutes between held-out evals (qa)")
+    ap.add_argument("--val-n", type=int, default=400)
+    ap.add_argument("--save-every", type=float, default=4.0, help="minutes between checkpoints")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=1, help="DataLoader workers (0: in process)")
+    ap.add_argument("--export-only", action="store_true")
+    return ap.parse_args(argv)
+
+
+# ------------------------------------------------------------------------------------ data
+def perturb(scene: Scene, rng: np.random.Generator) -> Scene:
+    """A copy of ``scene`` with one region or shape attribute changed (a contrastive hard negative)."""
+    out = copy.deepcopy(scene)
+    shapes = [it for it in out["items"] if it["kind"] == "shape"]
+    what = int(rng.integers(4))
+    if what < 2 or not shapes:
+        reg = out["regions"][int(rng.integers(len(out["regions"])))]
+        if what == 0:
+            reg["colour"] = str(rng.choice([c for c in REGION_COLOURS if c != reg["colour"]]))
+        else:
+            reg["texture"] = str(rng.choice([t for t in TEXTURES if t != reg["texture"]]))
+    else:
+        it = shapes[int(rng.integers(len(shapes)))]
+        if what == 2:
+            it["colour"] = str(rng.choice([c for c in COLOURS if c != it["colour"]]))
+        else:
+            it["shape"] = str(rng.choice([s for s in SHAPES if s != it["shape"]]))
+    return out
+
+
+def _ids(tok: Any, text: str, limit: int = MAX_TEXT) -> list[int]:
+    return tok(text, add_special_tokens=False)["input_ids"][:limit]
+
+
+class V2Stream(torch.utils.data.IterableDataset):
+    """Endless batches for one v2 stage from split ``seed``, starting at batch ``start``."""
+
+    def __init__(
+        self, stage: str, seed: int, start: int, batch: int, tokenizer: Any, qa_per_image: int = 6
+    ) -> None:
+        self.stage, self.seed, self.start, self.batch = stage, seed, start, batch
+        self.tok, self.qa = tokenizer, qa_per_image
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        step = self.start
+        while True:
+            yield self.make_batch(step)
+            step += 1
+
+    def make_batch(self, step: int) -> dict[str, Any]:
+        out: dict[str, Any] = {"pixel_values": [], "text": [], "negative": [], "qas": []}
+        for j in range(self.batch):
+            rng = np.random.default_rng([self.seed, STAGES.index(self.stage), step * self.batch + j])
+            scene = make_scene_v2(rng)
+            image, _ = render_scene_v2(scene)
+            out["pixel_values"].append(pixels(image))
+            if self.stage in ("clip", "align"):
+                out["text"].append(_ids(self.tok, describe(scene)))
+            if self.stage == "clip":
+                out["negative"].append(_ids(self.tok, describe(perturb(scene, rng))))
+            if self.stage == "qa":
+                qas = []
+                for _ in range(self.qa):
+                    spec = draw_spec_v2(scene, rng)
+                    qas.append(
+                        {
+                            "q": _ids(self.tok, question_text_v2(spec)),
+                            "a": self.tok.convert_tokens_to_ids(answer_v2(scene, spec)),
+                            "family": spec["family"],
+                        }
+                    )
+                out["qas"].append(qas)
+        out["pixel_values"] = torch.stack(out["pixel_values"])
+        drop_rng = np.random.default_rng([self.seed, 99, step])
+        out["drop"] = torch.from_numpy(drop_rng.random(self.batch) < 0.06)
+        return out
+
+
+def pad(seqs: list[list[int]], value: int) -> torch.Tensor:
+    """Right-padded LongTensor [B, max len]."""
+    n = max(len(s) for s in seqs)
+    return torch.tensor([s + [value] * (n - len(s)) for s in seqs], dtype=torch.long)
+
+
+# ------------------------------------------------------------------------------------ models
+class TextEncoder(nn.Module):
+    """A small transformer over description tokens, mean-pooled to an ``EMBED``-d unit vector."""
+
+    def __init__(self, vocab: int, pad_id: int, dim: int = 128, layers: int = 2) -> None:
+        super().__init__()
+        self.pad_id = pad_id
+        self.tok = nn.Embedding(vocab, dim)
+        self.pos = nn.Embedding(MAX_TEXT, dim)
+        layer = nn.TransformerEncoderLayer(dim, 4, 4 * dim, dropout=0.0, batch_first=True, norm_first=True)
+        self.enc = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.out = nn.Linear(dim, EMBED)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        keep = ids != self.pad_id
+        x = self.tok(ids) + self.pos(torch.arange(ids.shape[1]))[None]
+        h = self.enc(x, src_key_padding_mask=~keep)
+        h = (h * keep[..., None]).sum(1) / keep.sum(1, keepdim=True).clamp_min(1)
+        return F.normalize(self.out(h), dim=-1)
+
+
+def clip_loss(img: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE; image -> text also ranks every image's hard negative text."""
+    texts = torch.cat([pos, neg])  # [2B, E]
+    logits = scale * img @ texts.T  # [B, 2B]
+    target = torch.arange(img.shape[0])
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits[:, : img.shape[0]].T, target))
+
+
+# ------------------------------------------------------------------------------------ trainer
+class TrainerV2:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        torch.set_num_threads(args.threads)
+        torch.manual_seed(args.seed)
+        self.work = Path(args.work)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.processor = build_processor(vocabulary_v2())
+        self.tok = self.processor.tokenizer
+        self.ids = token_ids(self.tok)
+        self.model = build_model(self.tok, args.seed)
+        self.model.set_attn_implementation("eager")
+        self.text = TextEncoder(len(self.tok), self.tok.pad_token_id)
+        self.img_head = nn.Linear(VISION_HIDDEN, EMBED)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+        self.std = Standardize(VISION_HIDDEN)
+        self.state: dict[str, Any] = {"stage": "clip", "step": 0, "t": {s: 0.0 for s in STAGES}}
+        self.log: list[dict[str, Any]] = []
+        self.opt = self._make_opt("clip")
+        self.val: list[ValItem] = []
+        if (args.resume or args.export_only) and (self.work / "ckpt.pt").exists():
+            self._load()
+
+    def _make_opt(self, stage: str) -> torch.optim.Optimizer:
+        m = self.model.model
+        if stage == "clip":
+            params = [*m.vision_tower.parameters(), *self.text.parameters(), *self.img_head.parameters()]
+            params.append(self.logit_scale)
+            return torch.optim.AdamW(params, lr=self.args.lr_clip, weight_decay=0.05)
+        params = list(m.multi_modal_projector.parameters())
+        if stage == "qa" or not self.args.align_projector_only:
+            params += [*m.language_model.parameters(), *self.model.lm_head.parameters()]
+        lr = self.args.lr_align if stage == "align" else self.args.lr_qa
+        return torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+
+    def blob(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "model": self.model.state_dict(),
+            "text": self.text.state_dict(),
+            "img_head": self.img_head.state_dict(),
+            "logit_scale": self.logit_scale.detach().clone(),
+            "std": self.std.state_dict(),
+            "opt": self.opt.state_dict(),
+            "log": self.log,
+        }
+
+    def save(self) -> None:
+        tmp = self.work / "ckpt.tmp"
+        torch.save(self.blob(), tmp)
+        tmp.replace(self.work / "ckpt.pt")
+
+    def _load(self) -> None:
+        blob = torch.load(self.work / "ckpt.pt", weights_only=False)
+        self.state, self.log = blob["state"], blob["log"]
+        self.model.load_state_dict(blob["model"])
+        self.text.load_state_dict(blob["text"])
+        self.img_head.load_state_dict(blob["img_head"])
+        with torch.no_grad():
+            self.logit_scale.copy_(blob["logit_scale"])
+        self.std.load_state_dict(blob["std"])
+        stage = self.state["stage"]
+        if stage != "clip":
+            self._freeze_vision()
+            self.opt = self._make_opt("qa" if stage == "done" else stage)
+        self.opt.load_state_dict(blob["opt"])
+        print(f"resumed at {self.state}", flush=True)
+
+    def _record(self, row: dict[str, Any]) -> None:
+        self.log.append(row)
+        with (self.work / "log.jsonl").open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def _loader(self, stage: str, start: int) -> Iterator[dict[str, Any]]:
+        batch = {"clip": self.args.batch_clip, "align": self.args.batch_align, "qa": self.args.batch_qa}[
+            stage
+        ]
+        ds = V2Stream(stage, TRAIN_SEED_BASE_V2 + self.args.seed, start, batch, self.tok, self.args.qa)
+        if self.args.workers == 0:
+            return iter(ds)
+        return iter(
+            torch.utils.data.DataLoader(
+                ds,
+                batch_size=None,
+                num_workers=self.args.workers,
+                worker_init_fn=lambda _: torch.set_num_threads(1),
+            )
+        )
+
+    def _freeze_vision(self) -> None:
+        vt = self.model.model.vision_tower
+        vt.eval()
+        vt.requires_grad_(False)
+
+    # -------------------------------------------------------------------------- step functions
+    def step_clip(self, b: dict[str, Any]) -> dict[str, float]:
+        self.model.model.vision_tower.train()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            feats = vision_features(self.model, b["pixel_values"])
+        img = F.normalize(self.img_head(feats.float().mean(1)), dim=-1)
+        pos = self.text(pad(b["text"], self.tok.pad_token_id))
+        neg = self.text(pad(b["negative"], self.tok.pad_token_id))
+        loss = clip_loss(img, pos, neg, self.logit_scale.clamp(max=math.log(100.0)).exp())
+        with torch.no_grad():
+            sims = img @ torch.cat([pos, neg]).T
+            acc = float((sims.argmax(1) == torch.arange(img.shape[0])).float().mean())
+            hard = float((sims.diagonal() > (img * neg).sum(-1)).float().mean())
+        return {"loss": loss, "i2t_acc": acc, "vs_negative": hard}
+
+    def align_batch(self, b: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Input ids, labels (-100 off the description) and 2-D attention mask of an align batch."""
+        n_img = GRID * GRID
+        prompt = _ids(self.tok, ALIGN_PROMPT)
+        i = self.ids
+        seqs, labels = [], []
+        for text in b["text"]:
+            head = [i.bos, i.user, i.colon] + [i.image] * n_img + prompt + [i.assistant, i.colon]
+            seqs.append(head + text + [i.eos])
+            labels.append([-100] * len(head) + text + [i.eos])
+        ids = pad(seqs, i.pad)
+        return ids, pad(labels, -100), (ids != i.pad).long()
+
+    def step_align(self, b: dict[str, Any]) -> dict[str, float]:
+        ids, labels, mask = self.align_batch(b)
+        lm = self.model.model.language_model
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.no_grad():
+                feats = vision_features(self.model, b["pixel_values"])
+            img = project(self.model, self.std, feats.float())
+            emb = lm.embed_tokens(ids)
+            emb = torch.cat([emb[:, :3], img.to(emb.dtype), emb[:, 3 + img.shape[1] :]], 1)
+            h = lm(inputs_embeds=emb, attention_mask=mask).last_hidden_state
+            logits = self.model.lm_head(h[:, :-1])
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1))
+        with torch.no_grad():
+            valid = labels[:, 1:] != -100
+            acc = float((logits.argmax(-1)[valid] == labels[:, 1:][valid]).float().mean())
+        return {"loss": loss, "token_acc": acc}
+
+    def step_qa(self, b: dict[str, Any]) -> dict[str, float]:
+        rows = [
+            ([] if drop else list(range(GRID * GRID)), qas) for drop, qas in zip(b["drop"].tolist(), b["qas"])
+        ]
+        p = pack(self.ids, rows)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.no_grad():
+                feats = vision_features(self.model, b["pixel_values"])
+            img = project(self.model, self.std, feats.float())
+            la, le, _ = lm_forward(self.model, img, p)
+        loss_a = F.cross_entropy(la.float(), p.answers)
+        loss = loss_a + 0.2 * F.cross_entropy(le.float(), torch.full_like(p.answers, self.ids.eos))
+        acc = float((la.argmax(-1) == p.answers).float().mean())
+        return {"loss": loss, "answer_loss": float(loss_a.detach()), "train_acc": acc}
+
+    # -------------------------------------------------------------------------- stages
+    def fit_standardisation(self) -> None:
+        """Per-channel mean / std of the frozen tower's features on 4 training batches."""
+        data = V2Stream("clip", TRAIN_SEED_BASE_V2 + self.args.seed + 500, 0, 16, self.tok)
+        feats = []
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            for k in range(4):
+                px = data.make_batch(k)["pixel_values"]
+                feats.append(vision_features(self.model, px).float().reshape(-1, VISION_HIDDEN))
+        f = torch.cat(feats)
+        self.std.mean.copy_(f.mean(0))
+        self.std.std.copy_(f.std(0) + 1e-5)
+
+    def run_stage(self, stage: str) -> None:
+        args = self.args
+        budget = 60 * {"clip": args.clip_minutes, "align": args.align_minutes, "qa": args.qa_minutes}[stage]
+        base_lr = {"clip": args.lr_clip, "align": args.lr_align, "qa": args.lr_qa}[stage]
+        step_fn = {"clip": self.step_clip, "align": self.step_align, "qa": self.step_qa}[stage]
+        data = self._loader(stage, self.state["step"])
+        bar = tqdm(
+            total=int(budget), desc=f"{stage} (s)", initial=int(self.state["t"][stage]), mininterval=10
+        )
+        last_save = last_eval = time.time()
+        params = [q for grp in self.opt.param_groups for q in grp["params"]]
+        run: dict[str, float] = {}
+        steps_here = 0
+        while self.state["t"][stage] < budget and not (args.max_steps and steps_here >= args.max_steps):
+            t0 = time.time()
+            frac = self.state["t"][stage] / budget
+            for g in self.opt.param_groups:
+                g["lr"] = base_lr * cosine(frac)
+            out = step_fn(next(data))
+            self.opt.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            self.opt.step()
+            self.state["t"][stage] += time.time() - t0
+            self.state["step"] += 1
+            steps_here += 1
+            for k, v in out.items():
+                x = float(v.detach()) if torch.is_tensor(v) else float(v)
+                run[k] = x if k not in run else 0.95 * run[k] + 0.05 * x
+            bar.update(int(self.state["t"][stage]) - bar.n)
+            if self.state["step"] % 10 == 0 or steps_here == 1:
+                row = {"stage": stage, "step": self.state["step"], "t": round(self.state["t"][stage], 1)}
+                row.update({k: round(v, 4) for k, v in run.items()})
+                self._record(row)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in run.items()})
+            if stage == "qa" and time.time() - last_eval > args.eval_every * 60:
+                self.evaluate()
+                last_eval = time.time()
+            if time.time() - last_save > args.save_every * 60:
+                self.save()
+                last_save = time.time()
+        bar.close()
+        nxt = STAGES[STAGES.index(stage) + 1] if stage != "qa" else "done"
+        if stage == "clip":
+            self._freeze_vision()
+            self.fit_standardisation()
+        self.state.update(stage=nxt, step=0)
+        if nxt != "done":
+            self.opt = self._make_opt(nxt)
+        self.save()
+
+    def evaluate(self) -> dict[str, float]:
+        if not self.val:
+            self.val = [
+                ValItem(pixels(s.image), s.question, s.answer, s.family)
+                for s in make_samples_v2(VAL_SEED_V2, self.args.val_n)
+            ]
+        acc = validation_accuracy(self.model, self.std, self.ids, self.tok, self.val)
+        row = {"stage": "qa", "step": self.state["step"], "t": round(self.state["t"]["qa"], 1), "val": acc}
+        self._record(row)
+        tqdm.write("[val] " + " ".join(f"{k}={v:.3f}" for k, v in acc.items()))
+        return acc
+
+    def run(self) -> None:
+        for stage in STAGES:
+            if self.state["stage"] == stage:
+                self.run_stage(stage)
+        self.evaluate()
+        self.export()
+
+    def export(self) -> None:
+        export_model(self.model, self.std, self.processor, Path(self.args.out))
+        (self.work / "final_log.json").write_text(json.dumps(self.log))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    trainer = TrainerV2(args)
+    if args.export_only:
+        trainer.export()
+    else:
+        trainer.run()
+
+
+__all__ = ["FAMILIES_V2", "TrainerV2", "V2Stream", "main", "parse_args", "perturb"]
