@@ -193,3 +193,101 @@ def test_model_built_like_lmms_eval_builds_it(tiny_llava_dir, images) -> None:
         flatten_visuals(["clip.mp4"])
     with pytest.raises(NotImplementedError):
         lm.generate_until_multi_round([])
+
+
+def _write_lmms_run(folder, results: dict, samples: dict) -> str:
+    """An lmms-eval --output_path folder: one results file and its samples files (doc_id + metric)."""
+    import json
+
+    sub = folder / "model"
+    sub.mkdir(parents=True)
+    (sub / "20260101_000000_results.json").write_text(json.dumps({"results": results}))
+    for task, rows in samples.items():
+        lines = [json.dumps({"doc_id": i, **row}) for i, row in enumerate(rows)]
+        (sub / f"20260101_000000_samples_{task}.jsonl").write_text("\n".join(lines) + "\n")
+    return str(folder)
+
+
+def test_relative_table_intervals_hand_computed(tmp_path) -> None:
+    """gqa over 10 documents: unpruned 6/10, pruned 4/10 (pruned alone right on 1, unpruned
+    alone on 3). Wilson and McNemar by hand; the bootstrap intervals bracket the estimates."""
+    import math
+
+    from zooprune.lmms_eval.relative import load_run, table
+
+    base_ok = [1, 1, 1, 1, 1, 1, 0, 0, 0, 0]
+    zoo_ok = [1, 1, 1, 0, 0, 0, 1, 0, 0, 0]
+    pope = [{"pope_accuracy": {"question_id": i, "score": 1}} for i in range(10)]  # dicts: no interval
+    base = _write_lmms_run(
+        tmp_path / "none",
+        {"gqa": {"exact_match,none": 0.6}, "pope": {"pope_accuracy,none": 0.8}},
+        {"gqa": [{"exact_match": float(v)} for v in base_ok], "pope": pope},
+    )
+    zoo = _write_lmms_run(
+        tmp_path / "zoo",
+        {"gqa": {"exact_match,none": 0.4}, "pope": {"pope_accuracy,none": 0.84}},
+        {"gqa": [{"exact_match": float(v)} for v in zoo_ok], "pope": pope},
+    )
+    same = _write_lmms_run(
+        tmp_path / "same",
+        {"gqa": {"exact_match,none": 0.6}},
+        {"gqa": [{"exact_match": float(v)} for v in base_ok]},
+    )
+    run = load_run(base)
+    assert run["gqa"].binary and run["gqa"].per_doc == {str(i): float(v) for i, v in enumerate(base_ok)}
+    assert run["pope"].per_doc is None and run["pope"].value == 0.8
+
+    def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+        p = k / n
+        centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        return centre - half, centre + half
+
+    low, high = wilson(6, 10)
+    out = table(base, [zoo, same])
+    assert f"| {base} | 60.0 [{100 * low:.1f}, {100 * high:.1f}] | 0.8 |" in out
+    low, high = wilson(4, 10)
+    assert f"| {zoo} | 40.0 [{100 * low:.1f}, {100 * high:.1f}] | 0.84 |" in out
+    # McNemar, exact: 1 vs 3 discordant documents, p = 2 * P(Bin(4, 1/2) <= 1) = 2 * 5/16
+    rel_row = next(line for line in out.splitlines() if line.startswith(f"| {zoo} | 66.7 ["))
+    vs_row = next(line for line in out.splitlines() if line.startswith(f"| {zoo} | -20.0 ["))
+    assert "p=0.62 n.d." in vs_row and vs_row.endswith("| - |")  # pope: no per-document scores
+    rel_low, rel_high = (float(x) for x in rel_row.split("[")[1].split("]")[0].split(", "))
+    assert rel_low < 66.7 < rel_high and "| 105.0 |" in rel_row  # pope 84/80, no interval
+    assert not rel_row.rstrip(" |").endswith("]")  # the average needs every task paired: none
+    # the same answers as the unpruned run: a zero-width interval, not distinguishable
+    same_vs = next(line for line in out.splitlines() if line.startswith(f"| {same} | +0.0"))
+    assert "+0.0 [+0.0, +0.0] p=1 n.d." in same_vs
+    assert f"| {same} | 100.0 [100.0, 100.0] | - | 100.00 [100.00, 100.00] |" in out
+
+
+def test_relative_table_distinguishable_and_graded_scores(tmp_path) -> None:
+    """40 documents where the pruned run loses 20 answers: the interval excludes 0 (no ``n.d.``);
+    graded per-document scores (VQA accuracy) get a bootstrap difference but no Wilson, no p."""
+    from zooprune.eval.stats import paired_difference_interval
+    from zooprune.lmms_eval.relative import table
+
+    base_ok, zoo_ok = [1.0] * 40, [1.0] * 20 + [0.0] * 20
+    soft_base, soft_zoo = [1.0, 0.3, 0.6, 1.0] * 10, [0.6, 0.3, 0.0, 1.0] * 10
+    base = _write_lmms_run(
+        tmp_path / "none",
+        {"gqa": {"exact_match,none": 1.0}, "vqav2_val": {"exact_match,none": sum(soft_base) / 40}},
+        {"gqa": [{"exact_match": v} for v in base_ok], "vqav2_val": [{"exact_match": v} for v in soft_base]},
+    )
+    zoo = _write_lmms_run(
+        tmp_path / "zoo",
+        {"gqa": {"exact_match,none": 0.5}, "vqav2_val": {"exact_match,none": sum(soft_zoo) / 40}},
+        {"gqa": [{"exact_match": v} for v in zoo_ok], "vqav2_val": [{"exact_match": v} for v in soft_zoo]},
+    )
+    out = table(base, [zoo])
+    vs_row = next(line for line in out.splitlines() if line.startswith(f"| {zoo} | -50.0 ["))
+    gqa_cell, vqa_cell = (cell.strip(" |") for cell in vs_row.split(" | ")[1:3])
+    assert "n.d." not in gqa_cell and "p=1.9e-06" in gqa_cell  # 2 * 0.5**20
+    low, high = paired_difference_interval(soft_zoo, soft_base)
+    assert vqa_cell == f"-25.0 [{100 * low:+.1f}, {100 * high:+.1f}]" and high < 0
+    assert f"| {base} | 100.0 [91.2, 100.0] | 0.725 |" in out  # Wilson 40/40; graded: the raw score
+    relative_part = out.split("Relative to the unpruned run")[1]
+    rel_row = next(line for line in relative_part.splitlines() if line.startswith(f"| {zoo} | 50.0 ["))
+    avg = rel_row.rstrip(" |").rsplit("| ", 1)[1]
+    assert avg.startswith("57.76 [") and avg.endswith("]")  # (50 + 100 * 0.475 / 0.725) / 2, both paired
+    avg_low, avg_high = (float(x) for x in avg[7:-1].split(", "))
+    assert avg_low < 57.76 < avg_high

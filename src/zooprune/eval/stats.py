@@ -5,6 +5,9 @@
   difference, its paired-bootstrap 95 % interval (``scipy.stats.bootstrap(paired=True)``, seeded:
   the same inputs give the same interval) and the exact McNemar p-value (a two-sided binomial
   test on the discordant questions).
+- :func:`paired_difference_interval`, :func:`paired_ratio_interval`: the same paired bootstrap for
+  the difference and for the ratio of two means of per-question scores (0/1 or graded; the ratio
+  is a pruned run's relative score, ``zooprune.lmms_eval.relative``).
 A difference whose interval contains 0 is reported as "not distinguishable".
 """
 
@@ -96,12 +99,60 @@ def paired_comparison(
         raise ValueError(f"need two equal-length, non-empty correctness vectors, got {x.shape} and {y.shape}")
     a_only, b_only = int(((x == 1) & (y == 0)).sum()), int(((x == 0) & (y == 1)).sum())
     difference = float(x.mean() - y.mean())
-    if a_only + b_only == 0:  # identical answers: every resample gives 0
-        low = high = 0.0
-    else:
+    low, high = paired_difference_interval(x, y, resamples=resamples, seed=seed, confidence=confidence)
+    return PairedComparison(x.size, difference, low, high, mcnemar_p(a_only, b_only), a_only, b_only)
+
+
+def paired_difference_interval(
+    a: Sequence[float],
+    b: Sequence[float],
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    confidence: float = CONFIDENCE,
+) -> tuple[float, float]:
+    """Paired-bootstrap interval of ``mean(a) - mean(b)`` (per-question scores, 0/1 or graded,
+    same questions, same order); ``(0, 0)`` when ``a == b`` question by question."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape or x.ndim != 1 or x.size == 0:
+        raise ValueError(f"need two equal-length, non-empty score vectors, got {x.shape} and {y.shape}")
+    if np.array_equal(x, y):  # identical answers: every resample gives 0
+        return 0.0, 0.0
+    result = stats.bootstrap(
+        (x, y),
+        lambda u, v, axis=-1: u.mean(axis=axis) - v.mean(axis=axis),
+        paired=True,
+        vectorized=True,
+        n_resamples=resamples,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def paired_ratio_interval(
+    a: Sequence[float],
+    b: Sequence[float],
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    confidence: float = CONFIDENCE,
+) -> tuple[float, float]:
+    """Paired-bootstrap interval of ``mean(a) / mean(b)`` (per-question scores, same questions,
+    same order; e.g. a pruned run's relative score against the unpruned one). ``(r, r)`` when
+    ``a == b`` question by question (every resample gives the same ratio)."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape or x.ndim != 1 or x.size == 0:
+        raise ValueError(f"need two equal-length, non-empty score vectors, got {x.shape} and {y.shape}")
+    if not y.mean():
+        raise ValueError("the ratio needs a non-zero mean of b")
+    if np.array_equal(x, y):
+        return 1.0, 1.0
+    with np.errstate(divide="ignore", invalid="ignore"):
         result = stats.bootstrap(
             (x, y),
-            lambda u, v, axis=-1: u.mean(axis=axis) - v.mean(axis=axis),
+            lambda u, v, axis=-1: u.mean(axis=axis) / v.mean(axis=axis),
             paired=True,
             vectorized=True,
             n_resamples=resamples,
@@ -109,5 +160,4 @@ def paired_comparison(
             method="percentile",
             rng=np.random.default_rng(seed),
         )
-        low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
-    return PairedComparison(x.size, difference, low, high, mcnemar_p(a_only, b_only), a_only, b_only)
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
