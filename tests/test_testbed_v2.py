@@ -200,16 +200,19 @@ def test_position_probe_finds_position_only_where_it_is_encoded():
     rng = np.random.default_rng(0)
 
     def row(encoded: bool):
-        f = rng.normal(size=(grid * grid, 8)).astype(np.float32)
-        if encoded:
-            f[:, 0] = pos % grid
-            f[:, 1] = pos // grid
+        f = rng.normal(size=(grid * grid, 36)).astype(np.float32)
+        if encoded:  # one-hot column and row (readable by both the regression and the classifier)
+            f[:, :28] = 0.0
+            f[pos, pos % grid] = 3.0
+            f[pos, grid + pos // grid] = 3.0
         return {"categories": np.array(["region"] * 180 + ["shape"] * 16), "vision_feats": f}
 
     good = position_probe([row(True) for _ in range(4)])
     bad = position_probe([row(False) for _ in range(4)])
-    assert good["col"]["all"] > 0.99 and good["row"]["items"] > 0.99
-    assert bad["col"]["all"] < 0.1 and bad["row"]["all"] < 0.1
+    assert good["col"]["r2_all"] > 0.99 and good["row"]["r2_items"] > 0.99
+    assert good["col"]["acc_all"] > 0.9 and good["row"]["acc_items"] > 0.9
+    assert bad["col"]["r2_all"] < 0.1 and bad["row"]["r2_all"] < 0.1
+    assert bad["col"]["acc_all"] < 0.2 and bad["row"]["acc_items"] < 0.3
 
 
 def test_v1_items_label_every_patch():
