@@ -169,6 +169,7 @@ def _row(cats, importance, sens, norm):
         "token_norm": np.array(norm, dtype=np.float64),
         "ablation": {c: 1.0 if c == "shape" else 0.0 for c in set(cats)},
         "vision_feats": feats,
+        "token_feats": feats,
         "vision_cos": 0.5,
         "token_cos": 0.25,
     }

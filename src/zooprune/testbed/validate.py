@@ -168,17 +168,19 @@ def image_stats(
         "vision_norm": feats.norm(dim=-1).numpy(),
         "token_norm": tokens.norm(dim=-1).numpy(),
         "vision_feats": feats.numpy(),
+        "token_feats": tokens.numpy(),
         "vision_cos": mean_pairwise_cosine(feats),
         "token_cos": mean_pairwise_cosine(tokens),
     }
 
 
 def position_probe(
-    per_image: list[dict[str, Any]], ridge: float = 1.0, steps: int = 300
+    per_image: list[dict[str, Any]], ridge: float = 1.0, steps: int = 300, key: str = "vision_feats"
 ) -> dict[str, dict[str, float]]:
     """Does the vision stage encode where a patch is? Held-out scores of two linear probes.
 
-    From a patch's (standardised) vision feature to its column / row index: ridge regression
+    From a patch's (standardised) feature ``key`` (``vision_feats``, or ``token_feats``: the
+    projected token the LLM reads) to its column / row index: ridge regression
     (``r2_*``: held-out R^2) and a softmax classifier over the 14 indices (``acc_*``: held-out
     accuracy, chance 1/14; full-batch Adam, ``steps`` steps, seed 0). Fitted on the
     even-numbered images, scored on the odd ones, over all patches (``*_all``) and over item
@@ -188,7 +190,7 @@ def position_probe(
     pos = np.arange(grid * grid)
     target = {"col": pos % grid, "row": pos // grid}
     fit, test = per_image[0::2], per_image[1::2]
-    x_fit = np.concatenate([r["vision_feats"] for r in fit]).astype(np.float64)
+    x_fit = np.concatenate([r[key] for r in fit]).astype(np.float64)
     mu, sd = x_fit.mean(0), x_fit.std(0) + 1e-6
     a_fit = np.c_[(x_fit - mu) / sd, np.ones(len(x_fit))]
     subsets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -196,7 +198,7 @@ def position_probe(
         xs, idx = [], []
         for r in test:
             m = pick(r["categories"])
-            xs.append(r["vision_feats"][m])
+            xs.append(r[key][m])
             idx.append(pos[m])
         subsets[name] = (
             np.c_[(np.concatenate(xs) - mu) / sd, np.ones(sum(len(i) for i in idx))],
@@ -288,7 +290,8 @@ def summarise(per_image: list[dict[str, Any]], text_norm: float | None = None) -
         "geometry": {k: interval(v) for k, v in glob.items()},
         "vision_norm_quantiles": dict(zip(map(str, q), np.quantile(vn, q).round(4).tolist())),
         "token_norm_quantiles": dict(zip(map(str, q), np.quantile(tn, q).round(4).tolist())),
-        "position_probe_r2": position_probe(per_image) if _square(per_image) else None,
+        "position_probe_vision": position_probe(per_image) if _square(per_image) else None,
+        "position_probe_tokens": position_probe(per_image, key="token_feats") if _square(per_image) else None,
         "text_embedding_norm": text_norm,
         "outlier_factor": OUTLIER_FACTOR,
         "top_share": TOP_SHARE,
@@ -329,9 +332,9 @@ def format_report(rep: dict[str, Any]) -> str:
     lines.append(f"- vision norm quantiles: {rep['vision_norm_quantiles']}")
     lines.append(f"- token norm quantiles: {rep['token_norm_quantiles']}")
     lines.append(f"- mean text-embedding norm: {rep['text_embedding_norm']:.3f}")
-    lines.append(
-        f"- position probe (held-out R^2 of patch col / row from vision features): {rep['position_probe_r2']}"
-    )
+    for key in ("vision", "tokens"):
+        probe = rep["position_probe_" + key]
+        lines.append(f"- position probe on {key} (held-out R^2 / accuracy, chance 1/14): {probe}")
     return "\n".join(lines)
 
 
