@@ -2,7 +2,8 @@
 
 ``pip install "zooprune[vllm]"`` next to vLLM; vLLM then calls :func:`register` in each of its
 processes (entry point ``zooprune = "zooprune.vllm:register"``), which replaces vLLM's
-``LlavaForConditionalGeneration`` and ``LlavaNextForConditionalGeneration`` by zooprune's
+``LlavaForConditionalGeneration``, ``LlavaNextForConditionalGeneration`` and
+``Qwen2_5_VLForConditionalGeneration`` by zooprune's
 subclasses (registered lazily by name: nothing here imports vLLM). Without a zooprune setting the
 models are stock vLLM. See ``docs/vllm.md``.
 
@@ -19,6 +20,9 @@ Files (one job each):
     model.py      the model mixin: projector copy, reports, plans, embed_multimodal
     llava.py      LLaVA-1.5's model class
     llava_next.py LLaVA-NeXT's model class (vLLM's packing, per-crop groups, newlines)
+    qwen_processor.py  Qwen2.5-VL's processor (placeholders of the merged grid; pruning-path check)
+    qwen2_5_vl.py Qwen2.5-VL's model class (merger features, kept tokens' 3-D positions for vLLM's
+                  multimodal-pruning interface)
     reports.py    read the kept tokens back out of the engine (LLM.apply_model)
     engine.py     PrunedVLM's using / generate over a vLLM engine (zooprune eval --engine vllm)
 """
@@ -29,6 +33,7 @@ from __future__ import annotations
 MODELS = {
     "LlavaForConditionalGeneration": "zooprune.vllm.llava:ZooLlavaForConditionalGeneration",
     "LlavaNextForConditionalGeneration": "zooprune.vllm.llava_next:ZooLlavaNextForConditionalGeneration",
+    "Qwen2_5_VLForConditionalGeneration": "zooprune.vllm.qwen2_5_vl:ZooQwen2_5_VLForConditionalGeneration",
 }
 
 

@@ -50,14 +50,18 @@ class ZoopruneModelMixin:
         plain tensors (vLLM's CPU backend repacks linear weights for oneDNN after loading and drops
         them). Every tensor-parallel rank loads in step, so the shard gather runs here."""
         loaded = super().load_weights(weights)
-        self._zooprune_scoring["projector"] = float32_llava_projector(self.multi_modal_projector, self.config)
+        self._zooprune_scoring["projector"] = self.float32_projector()
         return loaded
+
+    def float32_projector(self) -> torch.nn.Module:
+        """The family's projector as a float32 full-weight token-wise module (LLaVA's by default)."""
+        return float32_llava_projector(self.multi_modal_projector, self.config)
 
     def zooprune_projector(self) -> torch.nn.Module:
         """The float32 full-weight projector (see :meth:`load_weights`; built here if weights were
         loaded another way and are still plain tensors)."""
         if "projector" not in self._zooprune_scoring:
-            self._zooprune_scoring["projector"] = float32_llava_projector(self.multi_modal_projector, self.config)
+            self._zooprune_scoring["projector"] = self.float32_projector()
         return self._zooprune_scoring["projector"]
 
     def question_embedder(self, question: list[int] | None, device: torch.device) -> Callable[[], Tensor] | None:

@@ -96,12 +96,20 @@ class ZoopruneProcessorMixin:
         """Placeholders of a ``width`` x ``height`` image under ``config``."""
         raise NotImplementedError
 
+    def image_token_id(self) -> int:
+        """The id of the image placeholder token (LLaVA's ``image_token_index``)."""
+        return int(self.info.get_hf_config().image_token_index)
+
+    def check_plan(self, config: PruneConfig) -> None:
+        """A family's own checks of a validated configuration (raise ``VLLMValidationError``)."""
+
     def apply(self, inputs, timing_ctx):  # noqa: ANN001 (vLLM's ProcessorInputs / TimingContext)
         kwargs = dict(inputs.hf_processor_mm_kwargs)
         config = checked_config(deployment_default(self.info.ctx.model_config), kwargs.pop(KEY, None))
+        self.check_plan(config)
         instruction = None
         if config.spec.needs_prompt:
-            instruction = question_ids(inputs.prompt, self.info.get_hf_config().image_token_index)
+            instruction = question_ids(inputs.prompt, self.image_token_id())
         kwargs[KEY] = to_wire(config, instruction)
         return super().apply(dataclasses.replace(inputs, hf_processor_mm_kwargs=kwargs), timing_ctx)
 
