@@ -262,3 +262,13 @@ def test_each_v2_stage_trains_resumes_and_exports(tmp_path):
     rep = json.loads(out.read_text())
     assert rep["images"] == 2 and "region" in rep["categories"]
     assert rep["categories"]["region"]["tokens"]["mean"] > 0
+
+
+def test_train_cli_dispatches_variant_v2(tmp_path, capsys):
+    from zooprune.testbed.train import main
+
+    main(["--variant", "v2", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "m"), "--export-only"])
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    tok = json.loads((tmp_path / "m" / "tokenizer.json").read_text())
+    assert "texture" not in tok["model"]["vocab"] and "stripes" in tok["model"]["vocab"]  # the v2 vocabulary
+    assert cfg["text_config"]["vocab_size"] == len(build_tokenizer(vocabulary_v2()))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -27,14 +26,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..hf_layout import to_llava_hf_layout
 from .batches import SceneStream
 from .data import TRAIN_SEED_BASE
 from .evaluate import VAL_SEED, val_samples, validation_accuracy
 from .model import VISION_HIDDEN, build_model
-from .packing import Standardize, TokenIds, lm_forward, pack, project, vision_features
+from .packing import Standardize, lm_forward, pack, project, vision_features
 from .processor import build_processor
 from .scenes import COLOURS, DIGITS, GRID, KINDS, SHAPES, SIZES
+from .trainkit import cosine, export_model, token_ids
 
 HEADS: dict[str, int] = {
     "kind": len(KINDS),
@@ -81,27 +80,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--export-only", action="store_true", help="save --out from the checkpoint in --work and exit"
     )
     return ap.parse_args(argv)
-
-
-def token_ids(tok: Any) -> TokenIds:
-    c = tok.convert_tokens_to_ids
-    return TokenIds(
-        bos=tok.bos_token_id,
-        eos=tok.eos_token_id,
-        pad=tok.pad_token_id,
-        image=c("<image>"),
-        user=c("USER"),
-        assistant=c("ASSISTANT"),
-        colon=c(":"),
-    )
-
-
-def cosine(frac: float, warm: float = 0.03, floor: float = 0.05) -> float:
-    """LR multiplier: linear warm-up then cosine decay to ``floor``."""
-    if frac < warm:
-        return frac / warm
-    t = min(1.0, (frac - warm) / (1 - warm))
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
 
 def ground_weight(frac: float, base: float) -> float:
@@ -351,23 +329,6 @@ class Trainer:
             self.stage2()
         self.evaluate()
         self.export()
-
-
-def export_model(model: Any, std: Standardize, processor: Any, out: Path) -> None:
-    """Fold ``std`` into the projector's first layer (then reset it) and save model + processor (bf16)."""
-    lin = model.model.multi_modal_projector.linear_1
-    with torch.no_grad():
-        w = lin.weight / std.std[None, :]
-        lin.bias -= w @ std.mean
-        lin.weight.copy_(w)
-    std.mean.zero_()
-    std.std.fill_(1.0)
-    model.set_attn_implementation("sdpa")
-    out.mkdir(parents=True, exist_ok=True)
-    model.to(torch.bfloat16).save_pretrained(out)
-    to_llava_hf_layout(out)  # vision_tower.vision_model.*: loads in transformers and stock vLLM
-    processor.save_pretrained(out)
-    print(f"saved {out}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -60,7 +60,7 @@ from .questions_v2 import (
 )
 from .scenes import GRID, Scene
 from .scenes_v2 import REGION_COLOURS, TEXTURES, make_scene_v2, render_scene_v2
-from .train import cosine, export_model, token_ids
+from .trainkit import cosine, export_model, token_ids
 
 STAGES: tuple[str, ...] = ("clip", "align", "qa")
 ALIGN_PROMPT = "describe the scene"

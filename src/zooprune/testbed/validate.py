@@ -34,7 +34,7 @@ from ..methods.estimators import closed_form_sensitivity
 from .batches import pixels
 from .packing import Packed, Standardize, lm_forward, pack, vision_features
 from .scenes import patch_item_ids, render_scene
-from .train import token_ids
+from .trainkit import token_ids
 
 OUTLIER_FACTOR = 3.0
 #: the background categories (v1, v2); everything else is an item.
