@@ -193,6 +193,8 @@ def test_summary_statistics_on_a_hand_built_case():
     # ranks with ties: importance (3.5 x 8, 8.5 x 2) against sensitivity 9..0: -sqrt(0.4848...)
     assert rep["spearman"]["sens_vs_importance"]["mean"] == pytest.approx(-0.6963106, abs=1e-6)
     assert rep["geometry"]["token_cos"]["mean"] == pytest.approx(0.25)
+    assert rep["by_family"]["all"]["shape"]["importance_share"]["mean"] == pytest.approx(0.75)
+    assert rep["by_family"]["all"]["background"]["ablation_drop"]["mean"] == pytest.approx(0.0)
 
 
 def test_position_probe_finds_position_only_where_it_is_encoded():

@@ -160,6 +160,7 @@ def image_stats(
         sens = closed_form_sensitivity(x, proj).numpy()
     return {
         "categories": item.categories,
+        "family": item.family,
         "logp": float(logp.detach()),
         "gxi": gxi,
         "importance": np.abs(gxi),
@@ -251,9 +252,11 @@ def summarise(per_image: list[dict[str, Any]], text_norm: float | None = None) -
     glob: dict[str, list[float]] = {
         k: [] for k in ("vision_cos", "token_cos", "vision_outliers", "token_outliers")
     }
+    fams: dict[str, dict[str, dict[str, list[float]]]] = {}
     for r in per_image:
         cat = r["categories"]
         n = len(cat)
+        fam = fams.setdefault(r.get("family", "all"), {})
         imp_total = r["importance"].sum()
         top = np.argsort(-r["sensitivity"], kind="stable")[: max(1, round(TOP_SHARE * n))]
         sens01 = minmax(r["sensitivity"])
@@ -273,6 +276,9 @@ def summarise(per_image: list[dict[str, Any]], text_norm: float | None = None) -
             add(c, "vision_norm", float(r["vision_norm"][m].mean()))
             add(c, "token_norm", float(r["token_norm"][m].mean()))
             add(c, "share_of_vision_outliers", float(m[vo].mean()) if vo.any() else float("nan"))
+            fc = fam.setdefault(c, {"importance_share": [], "ablation_drop": []})
+            fc["importance_share"].append(by_cat[c]["importance_share"][-1])
+            fc["ablation_drop"].append(r["ablation"][c])
         corr["sens_vs_importance"].append(spearman(r["sensitivity"], r["importance"]))
         corr["sens_vs_token_norm"].append(spearman(r["sensitivity"], r["token_norm"]))
         corr["token_norm_vs_importance"].append(spearman(r["token_norm"], r["importance"]))
@@ -288,6 +294,10 @@ def summarise(per_image: list[dict[str, Any]], text_norm: float | None = None) -
         "categories": {c: {k: interval(v) for k, v in d.items()} for c, d in by_cat.items()},
         "spearman": {k: interval(v) for k, v in corr.items()},
         "geometry": {k: interval(v) for k, v in glob.items()},
+        "by_family": {
+            f: {c: {k: interval(v) for k, v in d.items()} for c, d in sorted(per.items())}
+            for f, per in sorted(fams.items())
+        },
         "vision_norm_quantiles": dict(zip(map(str, q), np.quantile(vn, q).round(4).tolist())),
         "token_norm_quantiles": dict(zip(map(str, q), np.quantile(tn, q).round(4).tolist())),
         "position_probe_vision": position_probe(per_image) if _square(per_image) else None,
@@ -326,6 +336,20 @@ def format_report(rep: dict[str, Any]) -> str:
     lines.append("|---" * (len(cols) + 1) + "|")
     for c, d in rep["categories"].items():
         lines.append(f"| {c} | " + " | ".join(f(d[k]) for k in cols) + " |")
+    lines.append("")
+    cats = list(rep["categories"])
+    lines.append("Share of |gradient x input| (ablation drop) per question family:")
+    lines.append("")
+    lines.append("| family | " + " | ".join(cats) + " |")
+    lines.append("|---" * (len(cats) + 1) + "|")
+    for fam, per in rep["by_family"].items():
+        cells = [
+            f"{per[c]['importance_share']['mean']:.2f} ({per[c]['ablation_drop']['mean']:+.2f})"
+            if c in per
+            else "-"
+            for c in cats
+        ]
+        lines.append(f"| {fam} | " + " | ".join(cells) + " |")
     lines.append("")
     for k, iv in {**rep["spearman"], **rep["geometry"]}.items():
         lines.append(f"- {k}: {f(iv)}")
