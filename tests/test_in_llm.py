@@ -10,6 +10,7 @@ import torch
 
 from zooprune.adapters import get_adapter
 from zooprune.config import PruneConfig
+from zooprune.methods import METHODS
 from zooprune.pipeline import prepare as prepare_pruned
 from zooprune.vlm import generate_pruned
 
@@ -242,3 +243,85 @@ def test_dart_reference_gets_the_image_start_of_the_unpadded_sequence(tiny_llava
     batch, starts = run([0, 1])
     assert starts[0] != starts[1]
     assert batch == [run([0])[0][0], run([1])[0][0]]
+
+
+IN_LLM = sorted(name for name in METHODS.names() if METHODS.get(name).in_llm)
+
+
+@pytest.mark.parametrize("method", IN_LLM)
+@pytest.mark.parametrize("keep", [0.5, 5])
+def test_ragged_batch_equals_one_by_one(tiny_llava, images, method, keep):
+    """Prompts with 1 and 2 images keep different numbers of visual tokens: the shorter row is left-padded
+    with hidden slots from layer K on; greedy tokens and kept indices equal each prompt run alone."""
+    model, processor = tiny_llava
+    processor.tokenizer.padding_side = "left"
+    texts = ["USER: <image>\nwhat is in the image ? ASSISTANT:", "USER: <image> <image>\ncompare them ASSISTANT:"]
+    groups = [[images[0]], [images[1], images[2]]]
+
+    def run(rows):
+        inputs = processor(
+            images=[im for r in rows for im in groups[r]], text=[texts[r] for r in rows], padding=True, return_tensors="pt"
+        )
+        config = PruneConfig(method, keep=keep)
+        prepared = prepare_pruned(
+            get_adapter(model), config, inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"]
+        )
+        return prepared, generate_pruned(model, prepared, max_new_tokens=5)
+
+    batch, together = run([0, 1])
+    assert batch.plan.stages[-1].filler is not None  # really ragged: row 0 was padded
+    for row in range(2):
+        single, alone = run([row])
+        first = 0 if row == 0 else 1
+        for i, report in enumerate(single.reports):
+            assert report.kept_indices.tolist() == batch.reports[first + i].kept_indices.tolist()
+        assert together[row, : alone.shape[1]].tolist() == alone[0].tolist()
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_ragged_batch_without_padding_equals_one_by_one(tiny_llava, images, attention):
+    """Rows of equal length (no padding: SDPA gets no mask) that keep different counts, and eager
+    attention's additive mask: the padding slots are hidden all the same."""
+    model, processor = tiny_llava
+    model = copy.deepcopy(model)
+    model.set_attn_implementation(attention)
+    processor.tokenizer.padding_side = "left"
+    two = "USER: <image> <image>\ncompare them ASSISTANT:"
+    length = len(processor(images=images[1:3], text=[two], return_tensors="pt")["input_ids"][0])
+    words = 0
+    while len(processor(images=images[:1], text=["USER: <image>\n" + "a " * words + "ASSISTANT:"], return_tensors="pt")["input_ids"][0]) < length:
+        words += 1
+    texts = ["USER: <image>\n" + "a " * words + "ASSISTANT:", two]
+    groups = [[images[0]], [images[1], images[2]]]
+
+    def run(rows):
+        inputs = processor(
+            images=[im for r in rows for im in groups[r]], text=[texts[r] for r in rows], padding=True, return_tensors="pt"
+        )
+        prepared = prepare_pruned(
+            get_adapter(model), PruneConfig("fastv", keep=5), inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"]
+        )
+        return inputs, prepared, generate_pruned(model, prepared, max_new_tokens=5)
+
+    inputs, batch, together = run([0, 1])
+    assert bool(inputs["attention_mask"].all())  # no padding at all
+    assert batch.plan.stages[-1].filler is not None
+    for row in range(2):
+        _, single, alone = run([row])
+        assert together[row, : alone.shape[1]].tolist() == alone[0].tolist()
+
+
+def test_ragged_batch_with_an_attention_that_takes_no_4d_mask_is_a_clear_error():
+    from types import SimpleNamespace
+
+    from zooprune.adapters.in_llm import InLLMPlan
+    from zooprune.methods import get_method
+
+    lm = SimpleNamespace(config=SimpleNamespace(_attn_implementation="flash_attention_2"))
+    plan = InLLMPlan(get_method("dart"), PruneConfig("dart", keep=4), lm, [], [], torch.ones(2, 6))
+    filler = torch.tensor([[True, False, False], [False, False, False]])
+    with pytest.raises(ValueError, match="in-LLM method 'dart': the prompts of this batch keep different numbers"):
+        plan._hide_fillers(None, filler, query_length=3)
+    with pytest.raises(ValueError, match="not a 4-D tensor"):
+        plan._hide_fillers(torch.ones(2, 6), filler, query_length=3)
+    assert plan._hide_fillers("anything", None, query_length=3) == "anything"  # not ragged: untouched

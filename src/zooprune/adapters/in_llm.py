@@ -13,6 +13,13 @@ decoding, the layers of stage s see a key mask restricted to the positions stage
 their shorter KV cache, while layers < K_1 keep every token's keys (exactly the staged computation
 with a KV cache: cached decoding equals re-running the staged forward from scratch).
 
+Ragged batches (rows keeping different numbers of tokens at a stage: different image counts, token
+counts or budgets): each row's kept positions are left-padded to the longest row with copies of its
+first slot (``Stage.filler``), and those slots are hidden as keys from every query, at prefill and in
+every decoding step, by the 4-D attention mask (bool for SDPA, additive for eager; built when the model
+passed none). Real tokens then see exactly what they see alone: batch == one by one. An attention
+implementation without 4-D masks (flash attention) raises for such a batch.
+
 Per-step re-selection (``Method.reference_per_step`` under ``fidelity="reference"``: FastV's reference,
 which generates without a KV cache): a forward pre-hook on the language model turns every decoding
 step into a prefill of the whole sequence (prompt + the tokens generated so far, with a fresh cache),
@@ -67,12 +74,16 @@ class Stage:
         local: ``(B, L_s)`` their indices in the previous stage's sequence (the gather at ``K_s``).
         tokens: ``(row, index into the L_s kept, (M, d) hidden states)`` written over the gathered
             hidden states at ``K_s`` (methods that merge, e.g. SparseVLM's recycled tokens).
+        filler: ``(B, L_s)`` True at padding slots, or None when every row kept the same count. A ragged
+            batch (rows keeping different numbers of tokens) is left-padded to the longest row with copies
+            of the row's first token, hidden as keys from every query by the attention mask.
     """
 
     layer: int
     keep: Tensor
     local: Tensor
     tokens: list[tuple[int, Tensor, Tensor]] = field(default_factory=list)
+    filler: Tensor | None = None
 
 
 @dataclass
@@ -245,6 +256,7 @@ class InLLMPlan:
         if prefill:  # queries and keys are the kept positions
             if isinstance(mask, Tensor):
                 mask = _take(_take(mask, 2, keep), 3, keep)
+            mask = self._hide_fillers(mask, stage.filler, query_length=keep.shape[1])
             rotary = kwargs.get("position_embeddings")
             if rotary is not None:
                 kwargs["position_embeddings"] = tuple(_take(r, 1, keep) for r in rotary)
@@ -253,8 +265,52 @@ class InLLMPlan:
         elif isinstance(mask, Tensor) and mask.shape[-1] > keep.shape[1]:  # decode: kept keys + new ones
             new = torch.arange(self.full_length, mask.shape[-1], device=keep.device).expand(keep.shape[0], -1)
             mask = _take(mask, 3, torch.cat([keep, new], dim=1))
+        if not prefill and stage.filler is not None:  # decode: the cache's padding slots stay hidden
+            if isinstance(mask, Tensor):
+                total = mask.shape[-1]
+            else:  # no mask (no padding): the layer's cache + this step's keys
+                cache = kwargs.get("cache", kwargs.get("past_key_values"))
+                total = cache.layers[index].keys.shape[-2] + hidden.shape[1]
+            mask = self._hide_fillers(mask, stage.filler, query_length=hidden.shape[1], key_length=total)
         kwargs["attention_mask"] = mask
         return args, kwargs
+
+    def _hide_fillers(
+        self, mask: Any, filler: Tensor | None, query_length: int, key_length: int | None = None
+    ) -> Any:
+        """``mask`` (4-D bool, 4-D additive float, or None) with the ragged-batch padding slots ``filler``
+        ``(B, L_s)`` (the first L_s keys) hidden from every query. A None mask (no padding: causal
+        attention) becomes a bool one, causal over the gathered, sorted positions (SDPA / eager)."""
+        if filler is None:
+            return mask
+        key_length = key_length or filler.shape[1]
+        hidden_keys = torch.zeros(filler.shape[0], key_length, dtype=torch.bool, device=filler.device)
+        hidden_keys[:, : filler.shape[1]] = filler
+        if mask is None:
+            implementation = getattr(self.language_model.config, "_attn_implementation", "sdpa")
+            if implementation not in ("sdpa", "eager"):
+                raise self._ragged_error(f"the {implementation} attention implementation takes no 4-D mask")
+            causal = torch.ones(query_length, key_length, dtype=torch.bool, device=filler.device).tril(
+                key_length - query_length
+            )
+            allowed = causal[None, None] & ~hidden_keys[:, None, None, :]
+            if implementation == "eager":
+                dtype = next(self.language_model.parameters()).dtype
+                zeros = torch.zeros(allowed.shape, dtype=dtype, device=filler.device)
+                return zeros.masked_fill(~allowed, torch.finfo(dtype).min)
+            return allowed
+        if not isinstance(mask, Tensor) or mask.dim() != 4:
+            raise self._ragged_error("the attention mask is not a 4-D tensor (e.g. flash attention)")
+        if mask.dtype == torch.bool:
+            return mask & ~hidden_keys[:, None, None, :]
+        return mask.masked_fill(hidden_keys[:, None, None, :], torch.finfo(mask.dtype).min)
+
+    def _ragged_error(self, reason: str) -> ValueError:
+        return ValueError(
+            f"in-LLM method {self.method.name!r}: the prompts of this batch keep different numbers of visual "
+            f"tokens, which needs the padding slots hidden by a 4-D attention mask, and {reason}; use "
+            "attn_implementation='sdpa' or 'eager', or run the prompts one by one"
+        )
 
     @staticmethod
     def _replace_hidden(args: tuple, kwargs: dict[str, Any], hidden: Tensor) -> tuple[tuple, dict[str, Any]]:
@@ -270,18 +326,22 @@ class InLLMPlan:
         bsz, length = hidden.shape[:2]
         device = hidden.device
         prev = self.stages[-1].keep if stage else torch.arange(length, device=device).expand(bsz, -1)
-        state = self._layer_state(k_layer, hidden, prev)
+        old_filler = self.stages[-1].filler if stage else None
+        state = self._layer_state(k_layer, hidden, prev, old_filler)
         if "llm_next_attention" in fields:
             state["next_attention"] = self._next_attention(module, hidden, prev, state["valid"], kwargs)
         embeds = self._captured.get("embeds")
         drop = torch.zeros(bsz, length, dtype=torch.bool, device=device)
+        if old_filler is not None:
+            drop |= old_filler  # the previous stage's padding slots: padded again below if needed
+        real = torch.ones(bsz, length, dtype=torch.bool, device=device) if old_filler is None else ~old_filler
         merged: list[tuple[int, Tensor, Tensor]] = []  # (row, local index in prev, values)
         step_kept: list[Tensor] = []
         for slot, report in zip(self.slots, self.reports):
             b, s, n0 = slot.row, slot.start, slot.length
             cur = prev[b]  # (L_cur,) positions of the full sequence
-            vis = ((cur >= s) & (cur < s + n0)).nonzero().flatten()  # (N,) local indices of the image
-            after = (cur >= s + n0).nonzero().flatten()  # (T,) local indices of the text after it
+            vis = ((cur >= s) & (cur < s + n0) & real[b]).nonzero().flatten()  # (N,) local indices of the image
+            after = ((cur >= s + n0) & real[b]).nonzero().flatten()  # (T,) local indices of the text after it
             n = int(vis.numel())
             optional: dict[str, Any] = {}
             if "llm_next_attention" in fields:
@@ -328,17 +388,22 @@ class InLLMPlan:
         if self.per_step and stage == len(ks) - 1:
             self.steps.append(step_kept)
         counts = (~drop).sum(dim=1)
-        if not bool((counts == counts[0]).all()):
-            raise ValueError(
-                "in-LLM methods need the same number of kept tokens in every prompt of a batch "
-                f"(got {counts.tolist()}); run prompts with different image counts separately"
-            )
-        positions = torch.arange(length, device=device).expand(bsz, -1)
-        local = positions[~drop].view(bsz, -1)  # (B, L_kept), sorted
-        tokens = [(row, torch.searchsorted(local[row], where), values) for row, where, values in merged]
-        return Stage(k_layer, prev.gather(1, local), local, tokens)
+        width = int(counts.max())
+        rows, fillers = [], []
+        for b in range(bsz):  # kept local indices, sorted; shorter rows left-padded with copies of index 0
+            kept_b = (~drop[b]).nonzero().flatten()
+            pad = width - kept_b.numel()
+            rows.append(torch.cat([kept_b.new_zeros(pad), kept_b]))
+            fillers.append(torch.arange(width, device=device) < pad)
+        local = torch.stack(rows)  # (B, L_kept)
+        filler = torch.stack(fillers) if bool((counts != width).any()) else None
+        tokens = [
+            (row, width - int(counts[row]) + torch.searchsorted(local[row, width - int(counts[row]) :], where), values)
+            for row, where, values in merged
+        ]
+        return Stage(k_layer, prev.gather(1, local), local, tokens, filler)
 
-    def _layer_state(self, k: int, hidden: Tensor, prev: Tensor) -> dict[str, Tensor]:
+    def _layer_state(self, k: int, hidden: Tensor, prev: Tensor, filler: Tensor | None = None) -> dict[str, Tensor]:
         """Layer K-1's output (final-normed), its post-RoPE keys, and the last token's attention."""
         attn_module = self.language_model.layers[k - 1].self_attn
         cache = self._captured.get((k, "cache"))
@@ -351,6 +416,8 @@ class InLLMPlan:
         q = self._captured[k, "q_last"].view(bsz, -1, 1, head_dim)  # (B, H, 1, d_h)
         q, _ = rope(q, q, cos[:, -1:], sin[:, -1:])
         valid = _take(self.attention_mask.bool(), 1, prev)  # (B, L) padding gets no attention
+        if filler is not None:
+            valid = valid & ~filler  # nor a ragged batch's padding slots
         return {
             "attention": last_token_attention(q, keys, valid, self.config.fidelity == "reference"),
             "hidden": self.language_model.norm(hidden).float(),  # (B, L, d)

@@ -16,7 +16,11 @@ and the pivots are visited in top-k order (image pivots by key norm, then text p
 M = k, ``TOKEN_TOPK = M // (image + text pivots)`` picks per pivot, so ``4 + 8 * (k // 8)`` tokens
 are kept with the default pivots; the pivots are visited in the order Python iterates
 ``set(image_pivots + text_pivots).copy()`` of their *absolute* sequence positions (a hash-table
-order, not a ranking), and the candidates in ``list(valid_indices)`` order.
+order, not a ranking), and the candidates in ``list(valid_indices)`` order; the positions are taken
+from the image's real start in the unpadded sequence (``ctx.llm_image_start``, the reference: 35).
+
+Batches: any size, ragged included (rows keeping different counts are left-padded with hidden slots
+in ``adapters/in_llm.py``; batch == one by one), under SDPA or eager attention.
 """
 
 from __future__ import annotations

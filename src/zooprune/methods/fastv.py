@@ -26,6 +26,10 @@ positions the same outputs; zooprune drops them. Not reproduced: the fixed ``fas
 ``fast_v_image_token_length`` (zooprune finds the image in the real sequence) and the reference's
 batch-size-1 rule (``[0]``: row 0's selection for the whole batch; zooprune selects per row).
 See ``docs/fidelity.md``.
+
+Batches: any size, ragged included (prompts keeping different numbers of tokens, e.g. with different
+image counts or token counts: ``adapters/in_llm.py`` left-pads the shorter rows with hidden slots;
+batch == one by one), under SDPA or eager attention; flash attention raises for a ragged batch.
 """
 
 from __future__ import annotations

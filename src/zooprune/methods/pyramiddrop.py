@@ -29,6 +29,8 @@ Deliberate deviations:
   positions by the dropped count), so its RoPE distances between text and kept visual tokens
   shrink. ``fidelity="reference"`` therefore raises.
 - Attention logits in float32 (the reference: the model dtype, softmax in float32).
+- Batches: any size, ragged included (rows keeping different counts at a stage are left-padded with
+  slots the attention mask hides, ``adapters/in_llm.py``; batch == one by one; SDPA or eager).
 """
 
 from __future__ import annotations

@@ -38,6 +38,8 @@ Deliberate deviations:
 - Raters: if no text token is above the mean (e.g. one text token), every text token after the
   image rates; with none, the last prompt token's attention (``llm_attention``) ranks.
 - Attention and clustering in float32; the density noise is drawn from ``ctx.generator``.
+- Batches: any size, ragged included (rows keeping different counts at a stage are left-padded with
+  slots the attention mask hides, ``adapters/in_llm.py``; batch == one by one; SDPA or eager).
 """
 
 from __future__ import annotations
