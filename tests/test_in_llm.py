@@ -248,11 +248,15 @@ def test_dart_reference_gets_the_image_start_of_the_unpadded_sequence(tiny_llava
 IN_LLM = sorted(name for name in METHODS.names() if METHODS.get(name).in_llm)
 
 
-@pytest.mark.parametrize("method", IN_LLM)
+@pytest.mark.parametrize(
+    ("method", "fidelity"),
+    [(m, "improved") for m in IN_LLM] + [(m, "reference") for m in IN_LLM if METHODS.get(m).supports_reference],
+)
 @pytest.mark.parametrize("keep", [0.5, 5])
-def test_ragged_batch_equals_one_by_one(tiny_llava, images, method, keep):
+def test_ragged_batch_equals_one_by_one(tiny_llava, images, method, fidelity, keep):
     """Prompts with 1 and 2 images keep different numbers of visual tokens: the shorter row is left-padded
-    with hidden slots from layer K on; greedy tokens and kept indices equal each prompt run alone."""
+    with hidden slots from layer K on; greedy tokens and kept indices equal each prompt run alone
+    (FastV's per-step reference included: every step is such a prefill)."""
     model, processor = tiny_llava
     processor.tokenizer.padding_side = "left"
     texts = ["USER: <image>\nwhat is in the image ? ASSISTANT:", "USER: <image> <image>\ncompare them ASSISTANT:"]
@@ -262,7 +266,7 @@ def test_ragged_batch_equals_one_by_one(tiny_llava, images, method, keep):
         inputs = processor(
             images=[im for r in rows for im in groups[r]], text=[texts[r] for r in rows], padding=True, return_tensors="pt"
         )
-        config = PruneConfig(method, keep=keep)
+        config = PruneConfig(method, keep=keep, fidelity=fidelity)
         prepared = prepare_pruned(
             get_adapter(model), config, inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"]
         )
