@@ -79,7 +79,7 @@ def compute() -> dict[str, Any]:
             config = PruneConfig(method=method, keep=keep, seed=0, options=opts, budget=budget)
             vlm = PrunedVLM(model, processor, config)
             kept, texts = [], []
-            for image in images:  # one prompt at a time: in-LLM methods refuse ragged batches
+            for image in images:  # one prompt at a time (the recorded answers predate ragged in-LLM batches)
                 out = vlm.generate(images=[image], prompts=[PROMPT], max_new_tokens=6)
                 kept.append([r.kept_indices.tolist() for r in out.reports])
                 texts.append(out.texts[0])

@@ -470,7 +470,7 @@ def last_token_attention(q: Tensor, keys: Tensor, valid: Tensor, model_dtype: bo
 
     Args:
         q: ``(B, H, 1, d_h)`` post-RoPE query of the last token.
-        keys: ``(B, H_kv, L, d_h)`` post-RoPE keys (grouped heads repeated).
+        keys: ``(B, H_kv, L, d_h)`` post-RoPE keys (repeated here to the H query heads).
         valid: ``(B, L)`` keys that may be attended (padding False).
         model_dtype: False: float32 logits, softmax and mean (``fidelity="improved"``). True: as the
             reference's eager Llama attention (pkunlp-icler/FastV ``LlamaAttention.forward``): logits
