@@ -274,3 +274,20 @@ def test_train_cli_dispatches_variant_v2(tmp_path, capsys):
     tok = json.loads((tmp_path / "m" / "tokenizer.json").read_text())
     assert "texture" not in tok["model"]["vocab"] and "stripes" in tok["model"]["vocab"]  # the v2 vocabulary
     assert cfg["text_config"]["vocab_size"] == len(build_tokenizer(vocabulary_v2()))
+
+
+def test_written_v2_split_reads_back_through_eval_jsonl(tmp_path):
+    from zooprune.eval.data import jsonl_items
+    from zooprune.testbed.questions_v2 import write_split_v2
+
+    path = write_split_v2(tmp_path, EVAL_SEED_V2, 10)
+    items = jsonl_items(path)
+    want = make_samples_v2(EVAL_SEED_V2, 10)
+    assert [(i.question, i.answer, i.family) for i in items] == [
+        (s.question, s.answer, s.family) for s in want
+    ]
+    assert np.array_equal(
+        np.asarray(__import__("PIL.Image").Image.open(items[3].image)), np.asarray(want[3].image)
+    )
+    with pytest.raises(ValueError, match="training seed"):
+        write_split_v2(tmp_path, TRAIN_SEED_BASE_V2, 1)

@@ -21,7 +21,10 @@ alignment stage and of the contrastive vision pretraining. Sample ``i`` of seed 
 
 from __future__ import annotations
 
+import argparse
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -197,3 +200,46 @@ def make_sample_v2(seed: int, index: int, family: str | None = None) -> SampleV2
 def make_samples_v2(seed: int, n: int) -> list[SampleV2]:
     """``n`` family-balanced samples (index % 8 picks the family)."""
     return [make_sample_v2(seed, i, FAMILIES_V2[i % len(FAMILIES_V2)]) for i in range(n)]
+
+
+def write_split_v2(out_dir: str | Path, seed: int, n: int) -> Path:
+    """Write ``n`` v2 samples as PNGs plus ``samples.jsonl`` (the JSONL ``zooprune eval --data`` reads).
+
+    Rows: ``id``, ``image`` (relative to ``out_dir``), ``question``, ``answer``, ``family``,
+    ``subfamily``, ``scene``, ``spec``. Refuses training seeds.
+    """
+    if seed >= TRAIN_SEED_BASE_V2:
+        raise ValueError(f"seed {seed} is a v2 training seed (>= {TRAIN_SEED_BASE_V2})")
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    path = out / "samples.jsonl"
+    with path.open("w") as f:
+        for i, s in enumerate(make_samples_v2(seed, n)):
+            name = f"images/v2_{seed}_{i:06d}.png"
+            s.image.save(out / name)
+            row = {
+                "id": f"testbed-v2-{seed}-{i}",
+                "image": name,
+                "question": s.question,
+                "answer": s.answer,
+                "family": s.family,
+                "subfamily": s.subfamily,
+                "scene": s.scene,
+                "spec": s.spec,
+            }
+            f.write(json.dumps(row) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m zooprune.testbed.questions_v2 --out DIR``: write a held-out v2 split."""
+    ap = argparse.ArgumentParser(prog="python -m zooprune.testbed.questions_v2", description=main.__doc__)
+    ap.add_argument("--out", required=True, help="directory for images/ and samples.jsonl")
+    ap.add_argument("--seed", type=int, default=EVAL_SEED_V2)
+    ap.add_argument("--n", type=int, default=600)
+    args = ap.parse_args(argv)
+    print(write_split_v2(args.out, args.seed, args.n))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,6 +1,7 @@
 """Accuracy of a saved testbed model through the stock HF path, for the model card.
 
-``python -m zooprune.testbed.report --model models/testbed-llava --n 600`` loads the model
+``python -m zooprune.testbed.report --model models/testbed-llava --n 600`` (``--variant v2
+--model models/testbed-llava-v2`` for the v2 testbed) loads the model
 with ``AutoProcessor`` / ``LlavaForConditionalGeneration`` (offline), builds each prompt with
 the processor's chat template, and decodes greedily. ``none`` is that stock path
 (processor -> ``model.generate``). ``random`` (3 seeds) and ``norm`` (largest L2 norm of the
@@ -71,7 +72,9 @@ def answer_pruned(vlm: PrunedVLM, image: Image.Image, question: str) -> str:
     return vlm.generate([image], [question], max_new_tokens=NEW_TOKENS, do_sample=False).texts[0]
 
 
-def card_accuracy(model_dir: str | Path, n: int, seed: int, keep: float) -> dict[str, dict[str, float]]:
+def card_accuracy(
+    model_dir: str | Path, n: int, seed: int, keep: float, variant: str = "v1"
+) -> dict[str, dict[str, float]]:
     """Per-family accuracy for none / random (3 seeds) / norm at ``keep`` / zero tokens.
 
     Random seed ``j`` of sample ``i`` is ``10 i + j``. Also ``none_correct_indices``: the sample
@@ -80,7 +83,12 @@ def card_accuracy(model_dir: str | Path, n: int, seed: int, keep: float) -> dict
     model, processor = load_stock(model_dir)
     norm = PrunedVLM(model, processor, PruneConfig(method="norm", keep=keep))
     rand = PrunedVLM(model, processor, PruneConfig(method="random", keep=keep))
-    samples = make_samples(seed, n)
+    if variant == "v2":
+        from .questions_v2 import make_samples_v2
+
+        samples: list = make_samples_v2(seed, n)
+    else:
+        samples = make_samples(seed, n)
     hits: dict[str, dict[str, list[int]]] = {c: {} for c in VARIANTS}
     correct: list[int] = []
     for i, s in enumerate(tqdm(samples, desc="report", mininterval=10)):
@@ -110,13 +118,18 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m zooprune.testbed.report", description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="models/testbed-llava")
     ap.add_argument("--n", type=int, default=600)
-    ap.add_argument("--seed", type=int, default=EVAL_SEED)
+    ap.add_argument("--variant", choices=("v1", "v2"), default="v1", help="which generator asks")
+    ap.add_argument("--seed", type=int, default=None, help="default: the variant's held-out eval seed")
     ap.add_argument("--keep", type=float, default=0.111)
     ap.add_argument("--output", default=None, help="write the JSON here too")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    res = card_accuracy(args.model, args.n, args.seed, args.keep)
+    if args.seed is None:
+        from .questions_v2 import EVAL_SEED_V2
+
+        args.seed = EVAL_SEED_V2 if args.variant == "v2" else EVAL_SEED
+    res = card_accuracy(args.model, args.n, args.seed, args.keep, args.variant)
     text = json.dumps(res, indent=1)
     print(text)
     if args.output:
