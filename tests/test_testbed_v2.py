@@ -84,6 +84,17 @@ def test_no_patch_class_dominates_and_every_region_is_seen():
     assert worst <= 0.55, f"one patch class covers {worst:.0%} of an image"
 
 
+def test_v1_scenes_fail_the_content_check():
+    """The dominance measure above tells the designs apart: v1's one background covers most patches."""
+    from zooprune.testbed.scenes import make_scene, render_scene
+
+    shares = []
+    for i in range(20):
+        _, ids = render_scene(make_scene(np.random.default_rng([77, i])))
+        shares.append(max(Counter(patch_item_ids(ids).tolist()).values()) / (GRID * GRID))
+    assert min(shares) > 0.75
+
+
 def test_regions_tile_the_image_and_textures_differ_from_flat():
     scene = make_scene_v2(np.random.default_rng([3, 0]))
     areas = sum((r["box"][2] - r["box"][0]) * (r["box"][3] - r["box"][1]) for r in scene["regions"])
