@@ -125,6 +125,8 @@ class ZooQwen2_5_VLForConditionalGeneration(ZoopruneModelMixin, Qwen2_5_VLForCon
                     self.config.vision_config, "tokens_per_second", 1.0
                 )
                 pos = media_positions(grid, merge, None, t_factor)
+                if self.is_multimodal_pruning_enabled:  # EVS: vLLM recomputes after encoding
+                    pos = pos[: feature.mm_position.length]
             else:
                 return super().get_mrope_input_positions(input_tokens, mm_features)
             if pos.shape[0] != feature.mm_position.length:
