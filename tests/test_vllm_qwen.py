@@ -47,7 +47,12 @@ def build_tiny(path):
     model, processor = tiny_qwen2_5_vl(0)
     config = model.config
     text = config.text_config
-    text.hidden_size, text.intermediate_size, text.num_attention_heads, text.num_key_value_heads = 128, 256, 4, 2
+    text.hidden_size, text.intermediate_size, text.num_attention_heads, text.num_key_value_heads = (
+        128,
+        256,
+        4,
+        2,
+    )
     text.head_dim = 32
     text.rope_parameters = {**text.rope_parameters, "mrope_section": [4, 6, 6]}  # sums to head_dim / 2
     config.vision_config.out_hidden_size = 128
@@ -65,7 +70,7 @@ def qwen_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def llm(qwen_dir):
-    with engine(qwen_dir, limit_mm_per_prompt={"image": 1, "video": 0}) as llm:
+    with engine(qwen_dir, limit_mm_per_prompt={"image": 2, "video": 0}) as llm:
         yield llm
 
 
@@ -131,7 +136,10 @@ def test_kept_indices_equal_the_hf_path(llm, hf_vlm, qwen_dir):
                 expected = hf_vlm.using(**settings).prepare([image], [QUESTION]).reports[0]
                 (out,) = greedy(llm, [request(prompt, image, settings)])
                 (report,) = llm.apply_model(take_reports)[0]
-                assert sum(t == image_token for t in out.prompt_token_ids) == expected.tokens_after, (size, settings)
+                assert sum(t == image_token for t in out.prompt_token_ids) == expected.tokens_after, (
+                    size,
+                    settings,
+                )
                 assert report["kept_indices"] == expected.kept_indices.tolist(), (size, settings)
                 checked.add(method)
     assert {"zoo", "divprune"} <= checked
@@ -189,6 +197,38 @@ def test_pruned_greedy_output_equals_the_hf_path(llm, hf_vlm, qwen_dir):
             (out,) = greedy(llm, [request(prompt, image, settings)])
             assert len(out.prompt_token_ids) == prepared.spliced.input_ids.shape[1], (size, settings)
             assert list(out.outputs[0].token_ids) == expected, (size, settings)
+
+
+def test_two_pruned_images_in_one_prompt_equal_the_hf_path(llm, hf_vlm):
+    """Positions of several pruned images (each keeps its grid positions, text resumes after each
+    unpruned extent): greedy tokens and kept indices equal the HF path's."""
+    from vllm import SamplingParams
+
+    from zooprune.vllm.reports import take_reports
+    from zooprune.vlm import generate_pruned
+
+    images = [random_image(50, SIZES[1]), random_image(51, SIZES[0])]
+    settings = {"method": "zoo", "keep": 5, "seed": 0}
+    vlm = hf_vlm.using(**settings)
+    prepared = vlm.prepare([images], [QUESTION])
+    new = generate_pruned(vlm.model, prepared, max_new_tokens=NEW_TOKENS, do_sample=False)[0].tolist()
+    eos = vlm.model.generation_config.eos_token_id
+    expected = new[: new.index(eos) + 1] if eos in new else new
+    llm.apply_model(take_reports)
+    (out,) = llm.generate(
+        [
+            {
+                "prompt": vlm.chat_prompt(QUESTION, 2),
+                "multi_modal_data": {"image": images},
+                "mm_processor_kwargs": {"zooprune": settings},
+            }
+        ],
+        SamplingParams(max_tokens=NEW_TOKENS, temperature=0.0),
+    )
+    reports = llm.apply_model(take_reports)[0]
+    assert [r["kept_indices"] for r in reports] == [r.kept_indices.tolist() for r in prepared.reports]
+    assert len(out.prompt_token_ids) == prepared.spliced.input_ids.shape[1]
+    assert list(out.outputs[0].token_ids) == expected
 
 
 @pytest.mark.parametrize(

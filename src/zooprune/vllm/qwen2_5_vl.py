@@ -53,7 +53,9 @@ def float32_merger(merger: nn.Module) -> GroupMerger:
     """vLLM's ``Qwen2_5_VisionPatchMerger`` (RMSNorm ``ln_q`` per patch, column- / row-parallel MLP)
     as a float32, full-weight ``GroupMerger``: ``(..., 4 d_v) -> (..., d_l)``, the HF adapter's map."""
     ln = merger.ln_q
-    norm = nn.RMSNorm(ln.weight.shape[0], eps=ln.variance_epsilon, dtype=torch.float32, device=ln.weight.device)
+    norm = nn.RMSNorm(
+        ln.weight.shape[0], eps=ln.variance_epsilon, dtype=torch.float32, device=ln.weight.device
+    )
     with torch.no_grad():
         norm.weight.copy_(ln.weight.detach().float())
     first = linear_from(merger.mlp[0], shard_dim=0, bias_sharded=True)
@@ -85,7 +87,9 @@ def content_key(pixels: Tensor, grid_thw: list[int], wire: Tensor) -> str:
 
 
 @MULTIMODAL_REGISTRY.register_processor(
-    ZooQwen2_5_VLMultiModalProcessor, info=ZooQwen2_5_VLProcessingInfo, dummy_inputs=Qwen2_5_VLDummyInputsBuilder
+    ZooQwen2_5_VLMultiModalProcessor,
+    info=ZooQwen2_5_VLProcessingInfo,
+    dummy_inputs=Qwen2_5_VLDummyInputsBuilder,
 )
 class ZooQwen2_5_VLForConditionalGeneration(ZoopruneModelMixin, Qwen2_5_VLForConditionalGeneration):
     """Qwen2.5-VL in vLLM, pruning each image to its request's budget before the language model."""
@@ -98,7 +102,9 @@ class ZooQwen2_5_VLForConditionalGeneration(ZoopruneModelMixin, Qwen2_5_VLForCon
     def float32_projector(self) -> nn.Module:
         return float32_merger(self.visual.merger)
 
-    def get_mrope_input_positions(self, input_tokens: list[int], mm_features: list[Any]) -> tuple[Tensor, int]:
+    def get_mrope_input_positions(
+        self, input_tokens: list[int], mm_features: list[Any]
+    ) -> tuple[Tensor, int]:
         """``(3, L)`` positions and decode delta; for pruned images from their selection (made here)."""
         merge = self.visual.spatial_merge_size
         media, pruned = [], False
@@ -157,7 +163,9 @@ class ZooQwen2_5_VLForConditionalGeneration(ZoopruneModelMixin, Qwen2_5_VLForCon
                 out += tuple(videos)
         return out
 
-    def _zooprune_images(self, image_input: Any, plans: list[Plan], wires: list[Tensor]) -> tuple[Tensor, ...]:
+    def _zooprune_images(
+        self, image_input: Any, plans: list[Plan], wires: list[Tensor]
+    ) -> tuple[Tensor, ...]:
         """Per image ``(k_i, d_l)``: the selection made for its positions, or made now."""
         if image_input["type"] != "pixel_values" or self.use_data_parallel:
             raise ValueError("zooprune prunes Qwen2.5-VL pixel inputs with the vision tower on every rank")
@@ -186,7 +194,9 @@ class ZooQwen2_5_VLForConditionalGeneration(ZoopruneModelMixin, Qwen2_5_VLForCon
         visual.merger = capture = InputCapture(merger)  # this instance only, restored below
         try:
             with torch.no_grad():
-                projected = visual(pixels.to(visual.device), grid_thw=[grid_thw], encoder_metadata=meta)  # (N, d_l)
+                projected = visual(
+                    pixels.to(visual.device), grid_thw=[grid_thw], encoder_metadata=meta
+                )  # (N, d_l)
         finally:
             visual.merger = merger
         x = capture.seen  # (P, 1, d_v): the merger's input, window order
@@ -201,5 +211,7 @@ class ZooQwen2_5_VLForConditionalGeneration(ZoopruneModelMixin, Qwen2_5_VLForCon
                 self.zooprune_projector,
                 self.question_embedder(question, projected.device),
             )
-        self.zooprune_reports.append(image_report(config, image, sel, int(tokens.shape[0]), 0, 0.0, "qwen2_5_vl"))
+        self.zooprune_reports.append(
+            image_report(config, image, sel, int(tokens.shape[0]), 0, 0.0, "qwen2_5_vl")
+        )
         return tokens, kept_sources(sel, int(tokens.shape[0]), n)

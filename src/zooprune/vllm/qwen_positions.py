@@ -28,7 +28,9 @@ def kept_sources(sel: Selection, count: int, n: int) -> Tensor:
     return torch.cat([idx, tail])
 
 
-def media_positions(grid_thw: list[int], merge: int, sources: Tensor | None = None, t_factor: float = 1.0) -> Tensor:
+def media_positions(
+    grid_thw: list[int], merge: int, sources: Tensor | None = None, t_factor: float = 1.0
+) -> Tensor:
     """``(k, 4)`` int64: the ``(t, h, w)`` ids of the medium's tokens at ``sources`` (all if None) in
     its unpruned merged grid, placed at position 0, and in channel 3 the unpruned extent
     ``max(t, h, w) + 1``: where the next text starts, relative to the medium's first position.

@@ -46,11 +46,18 @@ def stand_in_problem(config: PruneConfig) -> str | None:
     merger = nn.Module()
     merger.ln_q, merger.mlp = nn.RMSNorm(1), nn.Sequential(nn.Linear(4, 4), nn.GELU(), nn.Linear(4, 2))
     gen = torch.Generator().manual_seed(0)
-    image = ImageTokens(projected=torch.randn(4, 2, generator=gen), features=torch.randn(4, 4, generator=gen), grid=(2, 2))
+    image = ImageTokens(
+        projected=torch.randn(4, 2, generator=gen), features=torch.randn(4, 4, generator=gen), grid=(2, 2)
+    )
     small = config.replace(keep=1)
     try:
         with torch.no_grad():
-            select_image(small.spec, small, image, image_context(small, image, GroupMerger(merger, 1), torch.zeros(1, 2)))
+            select_image(
+                small.spec,
+                small,
+                image,
+                image_context(small, image, GroupMerger(merger, 1), torch.zeros(1, 2)),
+            )
     except (ValueError, TypeError) as err:
         return str(err)
     return None
@@ -88,7 +95,10 @@ class ZooQwen2_5_VLMultiModalProcessor(ZoopruneProcessorMixin, Qwen2_5_VLMultiMo
                 raise VLLMValidationError(f"zooprune: {problem}", parameter=f"mm_processor_kwargs.{KEY}")
 
     def _postprocess_hf_mm_data(
-        self, mm_inputs: Mapping[str, object], hf_processor_mm_kwargs: Mapping[str, object], processed_data: BatchFeature
+        self,
+        mm_inputs: Mapping[str, object],
+        hf_processor_mm_kwargs: Mapping[str, object],
+        processed_data: BatchFeature,
     ) -> BatchFeature:
         processed_data = Qwen2_5_VLMultiModalProcessor._postprocess_hf_mm_data(
             self, mm_inputs, hf_processor_mm_kwargs, processed_data
@@ -113,14 +123,18 @@ class ZooQwen2_5_VLMultiModalProcessor(ZoopruneProcessorMixin, Qwen2_5_VLMultiMo
         merge = int(self.info.get_hf_config().vision_config.spatial_merge_size)
         return [
             PromptReplacement(
-                modality="image", target=update.target, replacement=partial(self._image_tokens, config, merge, out_mm_kwargs)
+                modality="image",
+                target=update.target,
+                replacement=partial(self._image_tokens, config, merge, out_mm_kwargs),
             )
             if update.modality == "image"
             else update
             for update in stock
         ]
 
-    def _image_tokens(self, config: PruneConfig, merge: int, out_mm_kwargs: MultiModalKwargsItems, item_idx: int) -> list[int]:
+    def _image_tokens(
+        self, config: PruneConfig, merge: int, out_mm_kwargs: MultiModalKwargsItems, item_idx: int
+    ) -> list[int]:
         """The image's placeholder ids: ``planned_tokens`` of its merged tokens and grid."""
         grid_thw = out_mm_kwargs["image"][item_idx]["image_grid_thw"].data
         assert isinstance(grid_thw, torch.Tensor)
