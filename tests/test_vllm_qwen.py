@@ -248,3 +248,4 @@ def test_bad_requests_are_clear_errors(llm, qwen_dir, settings, words):
     with pytest.raises((VLLMValidationError, ValueError)) as err:
         greedy(llm, [request(chat_prompt(QUESTION, qwen_dir), random_image(1, (84, 84)), settings)])
     assert "zooprune" in str(err.value) and all(w in str(err.value) for w in words), str(err.value)
+
