@@ -229,8 +229,8 @@ class TrainerV2:
         m = self.model.model
         if stage == "clip":
             params = [*m.vision_tower.parameters(), *self.text.parameters(), *self.img_head.parameters()]
-            params.append(self.logit_scale)
-            return torch.optim.AdamW(params, lr=self.args.lr_clip, weight_decay=0.05)
+            groups = [{"params": params}, {"params": [self.logit_scale], "weight_decay": 0.0}]
+            return torch.optim.AdamW(groups, lr=self.args.lr_clip, weight_decay=0.05)
         params = list(m.multi_modal_projector.parameters())
         if stage == "qa" or not self.args.align_projector_only:
             params += [*m.language_model.parameters(), *self.model.lm_head.parameters()]
