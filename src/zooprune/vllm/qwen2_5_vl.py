@@ -115,7 +115,7 @@ class ZooQwen2_5_VLForConditionalGeneration(ZoopruneModelMixin, Qwen2_5_VLForCon
                 wire = data[KEY].data if KEY in data else None
                 config, question = from_wire(decode(wire)) if wire is not None else (UNPRUNED, None)
                 sources = None
-                if config.spec.prunes:
+                if config.spec.prunes and "pixel_values" in data:  # image_embeds pass unpruned
                     pruned = True
                     pixels = data["pixel_values"].data
                     key = content_key(pixels, grid, wire)
@@ -167,10 +167,17 @@ class ZooQwen2_5_VLForConditionalGeneration(ZoopruneModelMixin, Qwen2_5_VLForCon
         self, image_input: Any, plans: list[Plan], wires: list[Tensor]
     ) -> tuple[Tensor, ...]:
         """Per image ``(k_i, d_l)``: the selection made for its positions, or made now."""
-        if image_input["type"] != "pixel_values" or self.use_data_parallel:
-            raise ValueError("zooprune prunes Qwen2.5-VL pixel inputs with the vision tower on every rank")
         grids = [[int(x) for x in g] for g in image_input["image_grid_thw"].tolist()]
         merge = self.visual.spatial_merge_size
+        if image_input["type"] != "pixel_values":  # precomputed embeddings pass unpruned
+            embeds = self._process_image_input(image_input)
+            if not self.is_multimodal_pruning_enabled:
+                return tuple(embeds)
+            return tuple(
+                torch.cat([e, media_positions(g, merge).to(e)], dim=1) for e, g in zip(embeds, grids)
+            )
+        if self.use_data_parallel:
+            raise ValueError("zooprune prunes Qwen2.5-VL images with the vision tower on every rank")
         pixels = image_input["pixel_values"].split([t * h * w for t, h, w in grids])
         out = []
         for patches, grid, plan, wire in zip(pixels, grids, plans, wires):

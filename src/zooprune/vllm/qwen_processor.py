@@ -89,6 +89,13 @@ class ZooQwen2_5_VLMultiModalProcessor(ZoopruneProcessorMixin, Qwen2_5_VLMultiMo
                 f"(it provides {sorted(Qwen2VLAdapter.provides)}; see 'zooprune methods --matrix')",
                 parameter=f"mm_processor_kwargs.{KEY}",
             )
+        mm_config = getattr(self.info.ctx.model_config, "multimodal_config", None)
+        if config.spec.prunes and getattr(mm_config, "mm_encoder_tp_mode", None) == "data":
+            raise VLLMValidationError(
+                "zooprune: pruning Qwen2.5-VL images needs the vision tower on every rank "
+                "(--mm-encoder-tp-mode weights, vLLM's default), not 'data'",
+                parameter=f"mm_processor_kwargs.{KEY}",
+            )
         if config.spec.prunes:
             problem = stand_in_problem(config)
             if problem:
@@ -135,8 +142,10 @@ class ZooQwen2_5_VLMultiModalProcessor(ZoopruneProcessorMixin, Qwen2_5_VLMultiMo
     def _image_tokens(
         self, config: PruneConfig, merge: int, out_mm_kwargs: MultiModalKwargsItems, item_idx: int
     ) -> list[int]:
-        """The image's placeholder ids: ``planned_tokens`` of its merged tokens and grid."""
-        grid_thw = out_mm_kwargs["image"][item_idx]["image_grid_thw"].data
+        """The image's placeholder ids: ``planned_tokens`` of its merged tokens and grid (all N for
+        precomputed ``image_embeds``, which pass unpruned)."""
+        item = out_mm_kwargs["image"][item_idx]
+        grid_thw = item["image_grid_thw"].data
         assert isinstance(grid_thw, torch.Tensor)
         n, grid = merged_grid(grid_thw.tolist(), merge)
-        return [self.image_token_id()] * planned_tokens(config, n, grid)
+        return [self.image_token_id()] * (planned_tokens(config, n, grid) if "pixel_values" in item else n)
