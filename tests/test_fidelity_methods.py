@@ -19,7 +19,7 @@ from torch import nn
 
 from zooprune.adapters.base import ImageTokens
 from zooprune.adapters.groups import select_frames
-from zooprune.adapters.in_llm import last_token_attention
+from zooprune.adapters.in_llm_tensors import last_token_attention
 from zooprune.config import PruneConfig
 from zooprune.methods import PruneContext, get_method
 from zooprune.methods.estimators import sensitivity

@@ -23,7 +23,8 @@ import torch
 from torch import Tensor
 
 from .adapters.groups import select_frames, select_grouped
-from .adapters.in_llm import InLLMPlan, image_slots
+from .adapters.in_llm import InLLMPlan
+from .adapters.in_llm_tensors import image_slots
 from .adapters.splice import SplicedInputs, splice_visual_tokens
 from .config import PruneConfig, resolve_budget
 from .methods import Method, PruneContext, Selection

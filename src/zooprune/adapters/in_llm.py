@@ -46,22 +46,14 @@ from ..methods import Method, PruneContext, Selection
 from ..methods.options import DEFAULT_LAYER, InLLMStages
 from ..report import PruneReport
 from ..timing import timed
+from .in_llm_tensors import ImageSlot, check_stage_selection, last_token_attention, take_rows
 
-__all__ = ["DEFAULT_LAYER", "ImageSlot", "InLLMPlan", "Stage", "image_slots"]
+__all__ = ["DEFAULT_LAYER", "InLLMPlan", "Stage"]
 
 #: Optional context fields the plan can compute (``InLLMStages.llm_fields``).
 OPTIONAL_FIELDS = frozenset(
     {"llm_next_attention", "llm_text_attention", "llm_residual", "llm_image_embeds", "instruction"}
 )
-
-
-@dataclass
-class ImageSlot:
-    """Where one image's N visual tokens sit in the (left-padded) full sequence."""
-
-    row: int
-    start: int
-    length: int
 
 
 @dataclass
@@ -255,16 +247,16 @@ class InLLMPlan:
         mask = kwargs.get("attention_mask")
         if prefill:  # queries and keys are the kept positions
             if isinstance(mask, Tensor):
-                mask = _take(_take(mask, 2, keep), 3, keep)
+                mask = take_rows(take_rows(mask, 2, keep), 3, keep)
             mask = self._hide_fillers(mask, stage.filler, query_length=keep.shape[1])
             rotary = kwargs.get("position_embeddings")
             if rotary is not None:
-                kwargs["position_embeddings"] = tuple(_take(r, 1, keep) for r in rotary)
+                kwargs["position_embeddings"] = tuple(take_rows(r, 1, keep) for r in rotary)
             if isinstance(kwargs.get("position_ids"), Tensor):
-                kwargs["position_ids"] = _take(kwargs["position_ids"], 1, keep)
+                kwargs["position_ids"] = take_rows(kwargs["position_ids"], 1, keep)
         elif isinstance(mask, Tensor) and mask.shape[-1] > keep.shape[1]:  # decode: kept keys + new ones
             new = torch.arange(self.full_length, mask.shape[-1], device=keep.device).expand(keep.shape[0], -1)
-            mask = _take(mask, 3, torch.cat([keep, new], dim=1))
+            mask = take_rows(mask, 3, torch.cat([keep, new], dim=1))
         if not prefill and stage.filler is not None:  # decode: the cache's padding slots stay hidden
             if isinstance(mask, Tensor):
                 total = mask.shape[-1]
@@ -374,7 +366,7 @@ class InLLMPlan:
             with timed(report.timings, "select"):
                 sel = Selection(torch.arange(n)) if k >= n else self.method(ctx, k)
             kept = sel.indices.to(device)
-            _check_stage_selection(self.method.name, kept, n, sel.tokens)
+            check_stage_selection(self.method.name, kept, n, sel.tokens)
             drop[b, vis] = True
             drop[b, vis[kept]] = False
             if sel.tokens is not None:
@@ -415,7 +407,7 @@ class InLLMPlan:
         rope = sys.modules[type(attn_module).__module__].apply_rotary_pos_emb
         q = self._captured[k, "q_last"].view(bsz, -1, 1, head_dim)  # (B, H, 1, d_h)
         q, _ = rope(q, q, cos[:, -1:], sin[:, -1:])
-        valid = _take(self.attention_mask.bool(), 1, prev)  # (B, L) padding gets no attention
+        valid = take_rows(self.attention_mask.bool(), 1, prev)  # (B, L) padding gets no attention
         if filler is not None:
             valid = valid & ~filler  # nor a ragged batch's padding slots
         return {
@@ -433,7 +425,7 @@ class InLLMPlan:
         (its input norm, q/k projections and RoPE at the current positions; float32 logits)."""
         attn = layer.self_attn
         rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb
-        cos, sin = (_take(r, 1, prev) for r in kwargs["position_embeddings"])  # (B, L, d_h)
+        cos, sin = (take_rows(r, 1, prev) for r in kwargs["position_embeddings"])  # (B, L, d_h)
         normed = layer.input_layernorm(hidden)
         bsz, length = hidden.shape[:2]
         head_dim = cos.shape[-1]
@@ -463,60 +455,3 @@ class InLLMPlan:
         allowed = causal & state["valid"][row][None, :]
         weights = logits.masked_fill(~allowed[None], float("-inf")).softmax(-1)  # (H, T, L)
         return weights.mean(dim=0)[:, vis]
-
-
-def last_token_attention(q: Tensor, keys: Tensor, valid: Tensor, model_dtype: bool = False) -> Tensor:
-    """``(B, L)`` head-averaged attention of one query per row on every key.
-
-    Args:
-        q: ``(B, H, 1, d_h)`` post-RoPE query of the last token.
-        keys: ``(B, H_kv, L, d_h)`` post-RoPE keys (repeated here to the H query heads).
-        valid: ``(B, L)`` keys that may be attended (padding False).
-        model_dtype: False: float32 logits, softmax and mean (``fidelity="improved"``). True: as the
-            reference's eager Llama attention (pkunlp-icler/FastV ``LlamaAttention.forward``): logits
-            ``q k^T / sqrt(d_h)`` in the model's dtype, masked keys at the dtype's minimum, softmax in
-            float32 cast back to the model's dtype, head mean in the model's dtype.
-    """
-    head_dim = q.shape[-1]
-    groups = q.shape[1] // keys.shape[1]
-    keys = keys.repeat_interleave(groups, dim=1)
-    if model_dtype:
-        logits = q @ keys.transpose(-1, -2) / math.sqrt(head_dim)  # (B, H, 1, L), model dtype
-        logits = logits.masked_fill(~valid[:, None, None, :], torch.finfo(logits.dtype).min)
-        return logits.softmax(-1, dtype=torch.float32).to(q.dtype).mean(dim=1)[:, 0]
-    logits = q.float() @ keys.float().transpose(-1, -2) / math.sqrt(head_dim)
-    weights = logits.masked_fill(~valid[:, None, None, :], float("-inf")).softmax(-1)  # (B, H, 1, L)
-    return weights.mean(dim=1)[:, 0]
-
-
-def _check_stage_selection(method: str, kept: Tensor, n: int, tokens: Tensor | None) -> None:
-    """A stage's selection: sorted, unique indices into the ``n`` current tokens, tokens for each."""
-    if kept.dim() != 1 or (kept.numel() and (int(kept.min()) < 0 or int(kept.max()) >= n)):
-        raise ValueError(f"method {method!r} returned indices outside [0, {n}) or not 1-D")
-    if kept.numel() > 1 and not bool((kept[1:] > kept[:-1]).all()):
-        raise ValueError(f"method {method!r} returned indices that are not sorted and unique")
-    if tokens is not None and tokens.shape[0] != kept.numel():
-        raise ValueError(f"method {method!r} returned {tokens.shape[0]} tokens for {kept.numel()} kept indices")
-
-
-def _take(x: Tensor, dim: int, index: Tensor) -> Tensor:
-    """Gather ``x`` along ``dim`` with a per-row ``(B, M)`` index (broadcast over other dims)."""
-    shape = [1] * x.dim()
-    shape[0], shape[dim] = index.shape[0], index.shape[1]
-    idx = index.view(shape).expand(*[x.shape[d] if d not in (0, dim) else shape[d] for d in range(x.dim())])
-    if x.shape[0] == 1 and index.shape[0] > 1:
-        x = x.expand(index.shape[0], *x.shape[1:])
-    return x.gather(dim, idx)
-
-
-def image_slots(input_ids: Tensor, image_token_id: int, tokens_per_image: list[int]) -> list[ImageSlot]:
-    """Each image's contiguous run of placeholders in ``input_ids`` ``(B, L)``, in image order."""
-    slots, image = [], 0
-    for row in range(input_ids.shape[0]):
-        positions = (input_ids[row] == image_token_id).nonzero().flatten().tolist()
-        used = 0
-        while used < len(positions):
-            n = tokens_per_image[image]
-            slots.append(ImageSlot(row, positions[used], n))
-            used, image = used + n, image + 1
-    return slots
