@@ -63,8 +63,9 @@ def _combo_weights() -> tuple[list[tuple[str, str]], np.ndarray]:
     return combos, w / w.sum()
 
 
-def make_scene(rng: np.random.Generator) -> Scene:
-    """Draw a scene layout: a dict with ``background`` and a list of ``items``."""
+def draw_items(rng: np.random.Generator) -> list[dict[str, Any]]:
+    """Draw a scene's items (3-6 shapes, a digit tile, checker and caption decoys) on the 7x7 cell
+    grid; v1 and v2 scenes share this (same draws in the same order)."""
     n_shapes = int(rng.integers(3, 7))
     has_tile = bool(rng.random() < 0.8)
     n_checker = int(rng.integers(1, 3))
@@ -105,6 +106,12 @@ def make_scene(rng: np.random.Generator) -> Scene:
             {"kind": "caption", "text": text, "neon": int(rng.integers(len(NEON))), **place(k, 26, 18)}
         )
         k += 1
+    return items
+
+
+def make_scene(rng: np.random.Generator) -> Scene:
+    """Draw a scene layout: a dict with ``background`` and a list of ``items``."""
+    items = draw_items(rng)
     bg = [int(v) for v in rng.integers(70, 170, size=3)]
     return {
         "background": bg,

@@ -25,16 +25,11 @@ import numpy as np
 from PIL import Image
 
 from .scenes import (
-    CAPTION_CHARS,
-    CELL,
-    CELLS,
-    DIGITS,
     GRID,
     IMAGE_SIZE,
-    NEON,
     PATCH,
     Scene,
-    _combo_weights,
+    draw_items,
     paint_items,
 )
 
@@ -100,47 +95,7 @@ def make_scene_v2(rng: np.random.Generator) -> Scene:
                 "specks": bool(rng.random() < 0.5),
             }
         )
-    # items: as v1 (same distributions), on the 7x7 cell grid
-    n_shapes = int(rng.integers(3, 7))
-    has_tile = bool(rng.random() < 0.8)
-    n_checker = int(rng.integers(1, 3))
-    has_caption = bool(rng.random() < 0.8)
-    n_items = n_shapes + int(has_tile) + n_checker + int(has_caption)
-    cells = rng.choice(CELLS * CELLS, size=n_items, replace=False)
-    combos, weights = _combo_weights()
-    picked = rng.choice(len(combos), size=n_shapes, replace=False, p=weights)
-    items: list[dict[str, Any]] = []
-
-    def place(idx: int, w: int, h: int) -> dict[str, Any]:
-        r, c = divmod(int(cells[idx]), CELLS)
-        jx = int(rng.integers(0, CELL - w + 1))
-        jy = int(rng.integers(0, CELL - h + 1))
-        x0, y0 = c * CELL + jx, r * CELL + jy
-        return {"row": r, "col": c, "box": [x0, y0, x0 + w, y0 + h]}
-
-    k = 0
-    for p in picked:
-        colour, shape = combos[int(p)]
-        size = "small" if rng.random() < 0.5 else "large"
-        px = 14 if size == "small" else 26
-        items.append({"kind": "shape", "colour": colour, "shape": shape, "size": size, **place(k, px, px)})
-        k += 1
-    if has_tile:
-        items.append({"kind": "tile", "text": str(rng.choice(DIGITS)), **place(k, 18, 22)})
-        k += 1
-    for _ in range(n_checker):
-        side = int(rng.integers(18, 29))
-        neon = [int(rng.integers(len(NEON))), int(rng.integers(len(NEON) - 1))]
-        items.append(
-            {"kind": "checker", "neon": neon, "period": int(rng.integers(2, 5)), **place(k, side, side)}
-        )
-        k += 1
-    if has_caption:
-        text = "".join(str(rng.choice(CAPTION_CHARS)) for _ in range(2))
-        items.append(
-            {"kind": "caption", "text": text, "neon": int(rng.integers(len(NEON))), **place(k, 26, 18)}
-        )
-        k += 1
+    items = draw_items(rng)  # as v1 (same distributions and draws)
     return {"version": 2, "regions": regions, "noise_seed": int(rng.integers(2**31)), "items": items}
 
 
