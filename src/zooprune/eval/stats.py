@@ -13,7 +13,7 @@ A difference whose interval contains 0 is reported as "not distinguishable".
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,22 +113,11 @@ def paired_difference_interval(
 ) -> tuple[float, float]:
     """Paired-bootstrap interval of ``mean(a) - mean(b)`` (per-question scores, 0/1 or graded,
     same questions, same order); ``(0, 0)`` when ``a == b`` question by question."""
-    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if x.shape != y.shape or x.ndim != 1 or x.size == 0:
-        raise ValueError(f"need two equal-length, non-empty score vectors, got {x.shape} and {y.shape}")
+    x, y = _score_vectors(a, b)
     if np.array_equal(x, y):  # identical answers: every resample gives 0
         return 0.0, 0.0
-    result = stats.bootstrap(
-        (x, y),
-        lambda u, v, axis=-1: u.mean(axis=axis) - v.mean(axis=axis),
-        paired=True,
-        vectorized=True,
-        n_resamples=resamples,
-        confidence_level=confidence,
-        method="percentile",
-        rng=np.random.default_rng(seed),
-    )
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+    return _paired_bootstrap(x, y, lambda u, v, axis=-1: u.mean(axis=axis) - v.mean(axis=axis),
+                             resamples, seed, confidence)  # fmt: skip
 
 
 def paired_ratio_interval(
@@ -142,22 +131,36 @@ def paired_ratio_interval(
     """Paired-bootstrap interval of ``mean(a) / mean(b)`` (per-question scores, same questions,
     same order; e.g. a pruned run's relative score against the unpruned one). ``(r, r)`` when
     ``a == b`` question by question (every resample gives the same ratio)."""
-    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if x.shape != y.shape or x.ndim != 1 or x.size == 0:
-        raise ValueError(f"need two equal-length, non-empty score vectors, got {x.shape} and {y.shape}")
+    x, y = _score_vectors(a, b)
     if not y.mean():
         raise ValueError("the ratio needs a non-zero mean of b")
     if np.array_equal(x, y):
         return 1.0, 1.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        result = stats.bootstrap(
-            (x, y),
-            lambda u, v, axis=-1: u.mean(axis=axis) / v.mean(axis=axis),
-            paired=True,
-            vectorized=True,
-            n_resamples=resamples,
-            confidence_level=confidence,
-            method="percentile",
-            rng=np.random.default_rng(seed),
-        )
+    with np.errstate(divide="ignore", invalid="ignore"):  # resamples where b's mean is 0
+        return _paired_bootstrap(x, y, lambda u, v, axis=-1: u.mean(axis=axis) / v.mean(axis=axis),
+                                 resamples, seed, confidence)  # fmt: skip
+
+
+def _score_vectors(a: Sequence[float], b: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Two equal-length, non-empty 1-D float arrays, or a ValueError naming the shapes."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape or x.ndim != 1 or x.size == 0:
+        raise ValueError(f"need two equal-length, non-empty score vectors, got {x.shape} and {y.shape}")
+    return x, y
+
+
+def _paired_bootstrap(
+    x: np.ndarray, y: np.ndarray, statistic: Callable[..., np.ndarray], resamples: int, seed: int, confidence: float
+) -> tuple[float, float]:
+    """Seeded percentile interval of ``statistic(x, y)`` over paired resamples (scipy's bootstrap)."""
+    result = stats.bootstrap(
+        (x, y),
+        statistic,
+        paired=True,
+        vectorized=True,
+        n_resamples=resamples,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
