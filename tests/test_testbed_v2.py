@@ -21,6 +21,7 @@ from zooprune.testbed.questions_v2 import (
     VAL_SEED_V2,
     answer_v2,
     describe,
+    draw_spec_v2,
     make_sample_v2,
     make_samples_v2,
     vocabulary_v2,
@@ -247,9 +248,11 @@ def test_each_v2_stage_trains_resumes_and_exports(tmp_path):
         "--val-n", "8", "--eval-every", "100",
     ]  # fmt: skip
     trainer = TrainerV2(parse_args(argv))
+    vision = {}  # the vision tower's weights after each stage
     for stage in STAGES:
         assert trainer.state["stage"] == stage
         trainer.run_stage(stage)
+        vision[stage] = {k: v.clone() for k, v in trainer.model.model.vision_tower.state_dict().items()}
         rows = [r for r in trainer.log if r["stage"] == stage]
         assert rows and all(math.isfinite(r["loss"]) for r in rows)
         again = TrainerV2(parse_args([*argv, "--resume"]))
@@ -264,8 +267,11 @@ def test_each_v2_stage_trains_resumes_and_exports(tmp_path):
                 assert torch.equal(v, theirs["opt"]["state"][k][name]), (stage, "opt", k, name)
         trainer = again
     assert trainer.state["stage"] == "done"
-    assert not any(p.requires_grad for p in trainer.model.model.vision_tower.parameters())
-    # only the first (clip) stage changed the vision tower: align and qa rows exist after it
+    # align keeps the tower frozen; qa fine-tunes it (--lr-vision-qa) with the grounding loss on
+    assert all(torch.equal(v, vision["clip"][k]) for k, v in vision["align"].items())
+    assert not all(torch.equal(v, vision["align"][k]) for k, v in vision["qa"].items())
+    qa_rows = [r for r in trainer.log if r["stage"] == "qa" and "loss" in r]
+    assert all(r["ground_w"] == 1.0 and math.isfinite(r["ground_loss"]) for r in qa_rows)
     assert [r["stage"] for r in trainer.log][0] == "clip"
     acc = trainer.evaluate()
     assert set(FAMILIES_V2) <= set(acc) and 0.0 <= acc["overall"] <= 1.0
@@ -302,3 +308,53 @@ def test_written_v2_split_reads_back_through_eval_jsonl(tmp_path):
     )
     with pytest.raises(ValueError, match="training seed"):
         write_split_v2(tmp_path, TRAIN_SEED_BASE_V2, 1)
+
+
+def test_ground_patches_v2_mark_what_each_question_is_about():
+    from zooprune.testbed.scenes_v2 import patch_regions, place_region
+    from zooprune.testbed.train_v2 import ground_patches_v2
+
+    seen = set()
+    for i in range(60):
+        rng = np.random.default_rng(i)
+        scene = make_scene_v2(rng)
+        _, ids = render_scene_v2(scene)
+        spec = draw_spec_v2(scene, rng)
+        g = ground_patches_v2(scene, ids, spec)
+        seen.add(spec["family"])
+        if spec["family"] == "scene":
+            assert g is None  # whole-scene questions get no target
+            continue
+        assert g.shape == (196,) and g.dtype == bool
+        if spec["family"] == "region":  # patches of the answered region inside the asked third
+            k = place_region(scene, spec["place"])
+            assert g.any() and (patch_regions(scene)[g] == k).all()
+            assert g.sum() <= 25  # a third of a 14x14 grid holds at most 5x5 patch centres
+        if spec["family"] == "reading":  # the tile's patches and nothing else
+            tile = [j for j, it in enumerate(scene["items"]) if it["kind"] == "tile"][0]
+            assert g.any() and all(
+                (ids.reshape(14, 16, 14, 16)[r, :, c, :] == tile + 1).any()
+                for r, c in zip(*np.nonzero(g.reshape(14, 14)))
+            )
+    assert {"scene", "region", "reading"} <= seen
+
+
+def test_restart_qa_keeps_weights_and_restarts_the_clock(tmp_path):
+    from zooprune.testbed.train_v2 import TrainerV2, parse_args
+
+    argv = [
+        "--work", str(tmp_path / "work"), "--out", str(tmp_path / "model"), "--max-steps", "1",
+        "--batch-clip", "3", "--batch-align", "2", "--batch-qa", "2", "--qa", "2", "--workers", "0",
+        "--val-n", "8", "--eval-every", "100", "--save-every", "0",
+    ]  # fmt: skip
+    t = TrainerV2(parse_args(argv))
+    for stage in ("clip", "align"):
+        t.run_stage(stage)
+    t.state["t"]["qa"] = 12.5  # as if part of qa had run
+    t.save()
+    again = TrainerV2(parse_args([*argv, "--resume", "--restart-qa", "--ground", "0"]))
+    assert again.state["t"]["qa"] == 0.0 and again.state["step"] == t.state["step"]
+    assert not again.opt.state  # a fresh optimiser
+    mine, theirs = t.blob()["model"], again.blob()["model"]
+    assert all(torch.equal(v, theirs[k]) for k, v in mine.items())
+    assert again.log[-1]["restart_qa"]["ground"] == 0.0

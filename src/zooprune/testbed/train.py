@@ -33,7 +33,7 @@ from .model import VISION_HIDDEN, build_model
 from .packing import Standardize, lm_forward, pack, project, vision_features
 from .processor import build_processor
 from .scenes import COLOURS, DIGITS, GRID, KINDS, SHAPES, SIZES
-from .trainkit import cosine, export_model, token_ids
+from .trainkit import cosine, export_model, ground_weight, token_ids
 
 HEADS: dict[str, int] = {
     "kind": len(KINDS),
@@ -80,13 +80,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--export-only", action="store_true", help="save --out from the checkpoint in --work and exit"
     )
     return ap.parse_args(argv)
-
-
-def ground_weight(frac: float, base: float) -> float:
-    """Grounding-loss weight: full until 40 % of stage 2, linearly to zero at 65 %."""
-    if frac < 0.4:
-        return base
-    return base * max(0.0, 1 - (frac - 0.4) / 0.25)
 
 
 class Trainer:
@@ -154,7 +147,9 @@ class Trainer:
     def _loader(self, stage: int, start: int) -> Any:
         batch = self.args.batch1 if stage == 1 else self.args.batch2
         weights = {k: float(v) for k, v in (kv.split("=") for kv in self.args.family_weights.split(","))}
-        ds = SceneStream(stage, TRAIN_SEED_BASE + self.args.seed, start, batch, self.tok, self.args.qa, weights)
+        ds = SceneStream(
+            stage, TRAIN_SEED_BASE + self.args.seed, start, batch, self.tok, self.args.qa, weights
+        )
         return iter(
             torch.utils.data.DataLoader(
                 ds, batch_size=None, num_workers=1, worker_init_fn=lambda _: torch.set_num_threads(1)

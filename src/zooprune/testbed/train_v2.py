@@ -16,8 +16,13 @@ Three stages, LLaVA-style, none of which names a token category or shapes attent
    export, as v1), then the projector and the Llama learn to generate the whole-scene
    description after "describe the scene" (next-token loss on the description). The Llama is
    trained too by default since it starts from scratch (``--align-projector-only`` freezes it).
-3. ``qa``: projector + Llama on packed v2 questions (all eight families, 6 per image), 6 % of
-   images shown with no visual tokens; no grounding loss.
+3. ``qa``: projector + Llama (and, at ``--lr-vision-qa``, the vision tower) on packed v2
+   questions (all eight families, 6 per image), 6 % of images shown with no visual tokens, and
+   v1's auxiliary grounding loss on layer-1 attention (``--ground``; the patches of the items or
+   the background region a question is about; none for whole-scene questions), faded out by 65 %
+   of the stage. Both were added after a first run without them stayed at answer priors
+   (docs/testbed-v2.md, "Training runs": per-patch probes found digits and shapes missing from
+   the tower's features, and the LLM ignoring what the features did hold).
 
 Time-based per stage; ``--max-steps`` caps each stage (tests). Checkpoints in ``--work``
 (``ckpt.pt``, every ``--save-every`` minutes and at each stage end) let ``--resume`` continue;
@@ -41,12 +46,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .batches import pixels
+from .batches import pixels, touched_patches
 from .evaluate import ValItem, validation_accuracy
 from .model import VISION_HIDDEN, build_model
 from .packing import Standardize, lm_forward, pack, project, vision_features
 from .processor import build_processor
-from .questions import COLOURS, SHAPES
+from .questions import COLOURS, SHAPES, relevant_items
 from .questions_v2 import (
     FAMILIES_V2,
     TRAIN_SEED_BASE_V2,
@@ -58,9 +63,17 @@ from .questions_v2 import (
     question_text_v2,
     vocabulary_v2,
 )
-from .scenes import GRID, Scene
-from .scenes_v2 import REGION_COLOURS, TEXTURES, make_scene_v2, render_scene_v2
-from .trainkit import cosine, export_model, token_ids
+from .scenes import GRID, PATCH, Scene
+from .scenes_v2 import (
+    REGION_COLOURS,
+    TEXTURES,
+    make_scene_v2,
+    patch_regions,
+    place_of,
+    place_region,
+    render_scene_v2,
+)
+from .trainkit import cosine, export_model, ground_weight, token_ids
 
 STAGES: tuple[str, ...] = ("clip", "align", "qa")
 ALIGN_PROMPT = "describe the scene"
@@ -87,6 +100,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--lr-clip", type=float, default=1e-3)
     ap.add_argument("--lr-align", type=float, default=1e-3)
     ap.add_argument("--lr-qa", type=float, default=7e-4)
+    ap.add_argument(
+        "--lr-vision-qa", type=float, default=3e-4, help="vision tower lr in qa (0: frozen, as in align)"
+    )
+    ap.add_argument(
+        "--ground", type=float, default=1.0, help="grounding-loss weight in qa before fading (0: off)"
+    )
+    ap.add_argument(
+        "--restart-qa",
+        action="store_true",
+        help="with --resume in qa: keep the weights, restart the qa clock, schedule and optimiser",
+    )
     ap.add_argument("--align-projector-only", action="store_true", help="freeze the Llama in align")
     ap.add_argument("--eval-every", type=float, default=5.0, help="minutes between held-out evals (qa)")
     ap.add_argument("--val-n", type=int, default=400)
@@ -118,6 +142,23 @@ def perturb(scene: Scene, rng: np.random.Generator) -> Scene:
     return out
 
 
+def ground_patches_v2(scene: Scene, ids: np.ndarray, spec: dict[str, Any]) -> np.ndarray | None:
+    """Bool [196]: the patches a question is about (the grounding target), None for whole-scene ones.
+
+    Item families: every patch touched by the items the question names (v1's rule). ``region``:
+    the patches of the asked place whose majority region is the one answered about.
+    """
+    fam = spec["family"]
+    if fam == "scene":
+        return None
+    if fam != "region":
+        return touched_patches(ids, relevant_items(scene, spec))
+    k = place_region(scene, spec["place"])
+    centre = np.arange(GRID) * PATCH + PATCH / 2
+    in_place = np.array([place_of(x, y) == spec["place"] for y in centre for x in centre])
+    return in_place & (patch_regions(scene) == k)
+
+
 def _ids(tok: Any, text: str, limit: int = MAX_TEXT) -> list[int]:
     return tok(text, add_special_tokens=False)["input_ids"][:limit]
 
@@ -142,7 +183,7 @@ class V2Stream(torch.utils.data.IterableDataset):
         for j in range(self.batch):
             rng = np.random.default_rng([self.seed, STAGES.index(self.stage), step * self.batch + j])
             scene = make_scene_v2(rng)
-            image, _ = render_scene_v2(scene)
+            image, item_ids = render_scene_v2(scene)
             out["pixel_values"].append(pixels(image))
             if self.stage in ("clip", "align"):
                 out["text"].append(_ids(self.tok, describe(scene)))
@@ -156,6 +197,7 @@ class V2Stream(torch.utils.data.IterableDataset):
                         {
                             "q": _ids(self.tok, question_text_v2(spec)),
                             "a": self.tok.convert_tokens_to_ids(answer_v2(scene, spec)),
+                            "ground": ground_patches_v2(scene, item_ids, spec),
                             "family": spec["family"],
                         }
                     )
@@ -235,7 +277,11 @@ class TrainerV2:
         if stage == "qa" or not self.args.align_projector_only:
             params += [*m.language_model.parameters(), *self.model.lm_head.parameters()]
         lr = self.args.lr_align if stage == "align" else self.args.lr_qa
-        return torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+        groups = [{"params": params, "base_lr": lr}]
+        if stage == "qa" and self.args.lr_vision_qa > 0:
+            m.vision_tower.requires_grad_(True)
+            groups.append({"params": list(m.vision_tower.parameters()), "base_lr": self.args.lr_vision_qa})
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
 
     def blob(self) -> dict[str, Any]:
         return {
@@ -267,7 +313,11 @@ class TrainerV2:
         if stage != "clip":
             self._freeze_vision()
             self.opt = self._make_opt("qa" if stage == "done" else stage)
-        self.opt.load_state_dict(blob["opt"])
+        if stage == "qa" and self.args.restart_qa:
+            self.state["t"]["qa"] = 0.0  # the data stream goes on from state["step"] (no batch repeats)
+            self._record({"stage": "qa", "step": self.state["step"], "restart_qa": vars(self.args)})
+        else:
+            self.opt.load_state_dict(blob["opt"])
         print(f"resumed at {self.state}", flush=True)
 
     def _record(self, row: dict[str, Any]) -> None:
@@ -341,20 +391,31 @@ class TrainerV2:
             acc = float((logits.argmax(-1)[valid] == labels[:, 1:][valid]).float().mean())
         return {"loss": loss, "token_acc": acc}
 
-    def step_qa(self, b: dict[str, Any]) -> dict[str, float]:
+    def step_qa(self, b: dict[str, Any], frac: float = 1.0) -> dict[str, float]:
+        """Answer loss + 0.2 x the eos after it + the faded grounding loss (``frac``: of the stage)."""
         rows = [
             ([] if drop else list(range(GRID * GRID)), qas) for drop, qas in zip(b["drop"].tolist(), b["qas"])
         ]
         p = pack(self.ids, rows)
+        gw = ground_weight(frac, self.args.ground)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            with torch.no_grad():
+            with torch.set_grad_enabled(self.args.lr_vision_qa > 0):
                 feats = vision_features(self.model, b["pixel_values"])
             img = project(self.model, self.std, feats.float())
-            la, le, _ = lm_forward(self.model, img, p)
+            la, le, att = lm_forward(self.model, img, p, attentions=gw > 0)
         loss_a = F.cross_entropy(la.float(), p.answers)
         loss = loss_a + 0.2 * F.cross_entropy(le.float(), torch.full_like(p.answers, self.ids.eos))
-        acc = float((la.argmax(-1) == p.answers).float().mean())
-        return {"loss": loss, "answer_loss": float(loss_a.detach()), "train_acc": acc}
+        out = {"answer_loss": float(loss_a.detach())}
+        if att is not None:
+            has = p.ground.sum(-1) > 0  # questions with a target (not whole-scene ones)
+            if has.any():
+                # -log of layer-1 attention mass on the target patches (v1's rule, train.Trainer)
+                g_loss = -torch.log((att[has] * p.ground[has]).sum(-1) + 1e-4).mean()
+                loss = loss + gw * g_loss
+                out["ground_loss"] = float(g_loss.detach())
+            out["ground_w"] = gw
+        out["train_acc"] = float((la.argmax(-1) == p.answers).float().mean())
+        return {"loss": loss, **out}
 
     # -------------------------------------------------------------------------- stages
     def fit_standardisation(self) -> None:
@@ -386,8 +447,8 @@ class TrainerV2:
             t0 = time.time()
             frac = self.state["t"][stage] / budget
             for g in self.opt.param_groups:
-                g["lr"] = base_lr * cosine(frac)
-            out = step_fn(next(data))
+                g["lr"] = g.get("base_lr", base_lr) * cosine(frac)
+            out = self.step_qa(next(data), frac) if stage == "qa" else step_fn(next(data))
             self.opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -34,6 +34,13 @@ def cosine(frac: float, warm: float = 0.03, floor: float = 0.05) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
 
+def ground_weight(frac: float, base: float) -> float:
+    """Grounding-loss weight at fraction ``frac`` of the question stage: full until 40 %, linearly to 0 at 65 %."""
+    if frac < 0.4:
+        return base
+    return base * max(0.0, 1 - (frac - 0.4) / 0.25)
+
+
 def export_model(model: Any, std: Standardize, processor: Any, out: Path) -> None:
     """Fold ``std`` into the projector's first layer (then reset it) and save model + processor (bf16)."""
     lin = model.model.multi_modal_projector.linear_1
