@@ -11,7 +11,7 @@ import pytest
 import zooprune
 from zooprune.eval.cache import PredictionCache
 from zooprune.eval.data import generated_items
-from zooprune.eval.report import NOT_DISTINGUISHABLE, accuracy_table, markdown_table
+from zooprune.eval.report import NOT_DISTINGUISHABLE, accuracy_table, markdown_table, table_rows
 from zooprune.eval.runner import evaluate
 from zooprune.eval.stats import half_width, mcnemar_p, paired_comparison, wilson_interval
 from zooprune.plots import plot_accuracy_vs_budget
@@ -74,7 +74,13 @@ def test_eval_outputs_carry_intervals_and_paired_comparisons(tiny_llava_dir, tmp
     vlm = zooprune.load(tiny_llava_dir)
     cache = PredictionCache(tmp_path / "p.jsonl", {"model": "tiny"})
     summaries = evaluate(
-        vlm, generated_items(7, 12), ["none", "zoo", "random"], [4], cache, progress=False, reference="zoo"
+        vlm,
+        generated_items(7, 12),
+        ["none", "zoo", "divprune", "random"],
+        [4],
+        cache,
+        progress=False,
+        references=["zoo", "divprune"],
     )
     by = {s["method"]: s for s in summaries}
     for s in summaries:
@@ -83,10 +89,19 @@ def test_eval_outputs_carry_intervals_and_paired_comparisons(tiny_llava_dir, tmp
         assert (low, high) == pytest.approx(wilson_interval(round(s["accuracy"] * 12), 12))
         assert set(s["per_family_ci95"]) == set(s["per_family"])
         assert "correct" not in s  # the per-question vectors stay out of the JSON
-    assert by["none"]["vs_unpruned"] is None and by["zoo"]["vs_reference"] is None
-    assert by["random"]["vs_reference"]["n"] == 12 and by["zoo"]["vs_unpruned"]["n"] == 12
+    assert by["none"]["vs_unpruned"] is None and by["zoo"]["vs_references"]["zoo"] is None
+    assert by["random"]["vs_references"]["zoo"]["n"] == 12 and by["zoo"]["vs_unpruned"]["n"] == 12
+    # each reference gets its own paired comparison: random vs divprune is random's correct minus divprune's
+    rnd, div = by["random"], by["divprune"]
+    assert by["random"]["vs_references"]["divprune"]["difference"] == pytest.approx(
+        rnd["accuracy"] - div["accuracy"]
+    )
+    assert by["zoo"]["vs_references"]["divprune"]["difference"] == pytest.approx(
+        by["zoo"]["accuracy"] - div["accuracy"]
+    )
     text, markdown = accuracy_table(summaries), markdown_table(summaries)
-    assert "vs zoo" in text and "[" in text and "McNemar" in text and "| vs none |" in markdown
+    assert "vs zoo" in text and "vs divprune" in text and "McNemar" in text and "| vs none |" in markdown
+    assert text.splitlines()[0].index("vs zoo") < text.splitlines()[0].index("vs divprune")
 
 
 def test_table_says_not_distinguishable():
@@ -100,7 +115,8 @@ def test_table_says_not_distinguishable():
         "per_family_ci95": {"count": [0.3, 0.7]},
         "relative": 90.0,
         "vs_unpruned": paired_comparison([True, False, True, False], [True, True, True, False]).to_dict(),
-        "reference": None,
+        "references": [],
+        "vs_references": {},
     }
     row = accuracy_table([summary]).splitlines()[2]
     assert "50.0 [30.0, 70.0]" in row and row.endswith(NOT_DISTINGUISHABLE)
@@ -116,5 +132,27 @@ def test_plot_draws_interval_bands(tmp_path):
     svg = next(p for p in paths if p.suffix == ".svg").read_text()
     assert svg.count("fill-opacity: 0.15") >= 1  # the method's band
     assert svg.count("opacity: 0.08") >= 1  # the unpruned model's band
-    without = plot_accuracy_vs_budget([{k: v for k, v in s.items() if k != "ci95"} for s in summaries], tmp_path / "bare")
+    without = plot_accuracy_vs_budget(
+        [{k: v for k, v in s.items() if k != "ci95"} for s in summaries], tmp_path / "bare"
+    )
     assert "fill-opacity: 0.15" not in next(p for p in without if p.suffix == ".svg").read_text()
+
+
+def test_table_reads_results_written_with_one_reference():
+    """Committed JSON from before several references were allowed (``reference`` / ``vs_reference``)."""
+    cmp = paired_comparison([True, True, True, False], [False, False, True, False]).to_dict()
+    old = {
+        "method": "random",
+        "keep": "4",
+        "mean_kept_tokens": 4.0,
+        "accuracy": 0.75,
+        "ci95": [0.3, 0.95],
+        "per_family": {"count": 0.75},
+        "per_family_ci95": {"count": [0.3, 0.95]},
+        "relative": 90.0,
+        "vs_unpruned": None,
+        "reference": "zoo",
+        "vs_reference": cmp,
+    }
+    head, row = table_rows([old])
+    assert head[-1] == "vs zoo" and row[-1].startswith("+50.0 [")

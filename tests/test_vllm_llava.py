@@ -112,7 +112,9 @@ def test_keep_all_is_token_identical_to_stock_vllm(llm, items, prompts, tmp_path
     vllm_reports(llm)  # forget
 
 
-@pytest.mark.parametrize("case", supported_cases(), ids=lambda c: c[0] + "".join(f"-{v}" for v in c[1].values()))
+@pytest.mark.parametrize(
+    "case", supported_cases(), ids=lambda c: c[0] + "".join(f"-{v}" for v in c[1].values())
+)
 def test_kept_indices_equal_the_hf_path(llm, hf_vlm, items, prompts, case):
     """Same image, method, budget and seed: the same kept indices (exactly; the scores agree to
     1e-3 of their range, so no near-tie decided a selection here) as ``zooprune.load`` in float32."""
@@ -122,7 +124,9 @@ def test_kept_indices_equal_the_hf_path(llm, hf_vlm, items, prompts, case):
         for i in (0, 1):
             settings = {"method": method, "keep": keep, "seed": 3, **options}
             out = llm.generate([request(prompts[i], items[i].image, settings)], greedy(1))
-            hf = hf_vlm.using(method=method, keep=keep, seed=3, **options).prepare([items[i].image], [items[i].question])
+            hf = hf_vlm.using(method=method, keep=keep, seed=3, **options).prepare(
+                [items[i].image], [items[i].question]
+            )
             expected = hf.reports[0]
             reports = vllm_reports(llm)
             if not METHODS.get(method).prunes:  # vLLM's stock path: every token, no report
@@ -143,7 +147,9 @@ def test_testbed_accuracy_matches_the_hf_path(llm, hf_vlm, items, prompts):
     settings = {"method": "zoo", "keep": 24}
     outs = llm.generate([request(p, it.image, settings) for p, it in zip(prompts, items)], greedy())
     ours = [is_correct(o.outputs[0].text, it.answer) for o, it in zip(outs, items)]
-    hf = hf_vlm.using(**settings).generate([it.image for it in items], [it.question for it in items], max_new_tokens=MAX_TOKENS)
+    hf = hf_vlm.using(**settings).generate(
+        [it.image for it in items], [it.question for it in items], max_new_tokens=MAX_TOKENS
+    )
     theirs = [is_correct(t, it.answer) for t, it in zip(hf.texts, items)]
     a, b = sum(ours) / len(ours), sum(theirs) / len(theirs)
     ci = 1.96 * math.sqrt(max(a * (1 - a), 1e-9) / len(ours) + max(b * (1 - b), 1e-9) / len(theirs))
@@ -200,10 +206,20 @@ def test_eval_loop_through_vllm_gives_the_hf_predictions(llm, hf_vlm, items, tmp
     from zooprune.eval.runner import evaluate
     from zooprune.vllm.engine import VllmVLM
 
-    engine = VllmVLM(llm, AutoProcessor.from_pretrained(str(TESTBED)), AutoConfig.from_pretrained(str(TESTBED)))
-    subset, methods, kw = items[:20], ["none", "zoo", "divprune"], {"batch_size": 20, "progress": False, "reference": None}
-    ours = evaluate(engine, subset, methods, [24], PredictionCache(tmp_path / "v.jsonl", {"engine": "vllm"}), **kw)
-    theirs = evaluate(hf_vlm, subset, methods, [24], PredictionCache(tmp_path / "h.jsonl", {"engine": "hf"}), **kw)
+    engine = VllmVLM(
+        llm, AutoProcessor.from_pretrained(str(TESTBED)), AutoConfig.from_pretrained(str(TESTBED))
+    )
+    subset, methods, kw = (
+        items[:20],
+        ["none", "zoo", "divprune"],
+        {"batch_size": 20, "progress": False, "references": ()},
+    )
+    ours = evaluate(
+        engine, subset, methods, [24], PredictionCache(tmp_path / "v.jsonl", {"engine": "vllm"}), **kw
+    )
+    theirs = evaluate(
+        hf_vlm, subset, methods, [24], PredictionCache(tmp_path / "h.jsonl", {"engine": "hf"}), **kw
+    )
     pick = ("method", "keep", "accuracy", "mean_kept_tokens", "mean_tokens_before")
     assert [[s[k] for k in pick] for s in ours] == [[s[k] for k in pick] for s in theirs]
     with pytest.raises(ValueError, match="inside the language model"):

@@ -50,8 +50,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--reference",
         default="zoo",
-        help="method every other is compared with on the same questions at the same budget "
-        "(paired bootstrap interval, McNemar p; default: zoo; '' to skip)",
+        help="comma-separated methods every other is compared with on the same questions at the same "
+        "budget (paired bootstrap interval, McNemar p; one table column each; default: zoo; e.g. "
+        "zoo,divprune; '' to skip)",
     )
     parser.add_argument(
         "--data", default=None, help="JSONL dataset instead of the generated testbed questions"
@@ -94,7 +95,9 @@ def handle(args: argparse.Namespace) -> int:
         registered = [m for m in registered if not get_method(m).in_llm]
     names = parse_list(args.methods, "--methods") if args.methods else registered
     methods = [get_method(m).name for m in names]  # unknown names fail here
-    reference = get_method(args.reference).name if args.reference else None
+    references = (
+        [get_method(r).name for r in parse_list(args.reference, "--reference")] if args.reference else []
+    )
     keeps = [parse_keep(k) for k in parse_list(args.keep, "--keep")]
     if args.num_samples < 1 or args.batch_size < 1:
         raise ValueError("--num-samples and --batch-size must be >= 1")
@@ -128,7 +131,12 @@ def handle(args: argparse.Namespace) -> int:
         vlm = VllmVLM.load(model_path, seed=args.seed, dtype=args.dtype)
     else:
         vlm = load(
-            model_path, method="none", seed=args.seed, device=args.device, dtype=args.dtype, fidelity=args.fidelity
+            model_path,
+            method="none",
+            seed=args.seed,
+            device=args.device,
+            dtype=args.dtype,
+            fidelity=args.fidelity,
         )
     summaries = evaluate(
         vlm,
@@ -141,7 +149,7 @@ def handle(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.no_progress,
         estimator_options=options,
-        reference=reference,
+        references=references,
     )
     plots = plot_accuracy_vs_budget(
         summaries, output.with_name(output.stem + "_accuracy_vs_budget"), title=Path(model_path).name

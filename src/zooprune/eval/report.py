@@ -1,7 +1,7 @@
 """Evaluation summaries as tables (plain text and markdown), with 95 % intervals and paired comparisons.
 
 The plot is :func:`zooprune.plots.plot_accuracy_vs_budget`. Every accuracy carries its Wilson
-interval; ``vs none`` / ``vs <reference>`` are paired differences on the same questions with their
+interval; ``vs none`` / ``vs <reference>`` (one column per reference method) are paired differences on the same questions with their
 paired-bootstrap intervals, marked ``n.d.`` (not distinguishable) where the interval contains 0.
 """
 
@@ -35,13 +35,22 @@ def comparison_cell(comparison: dict[str, Any] | None) -> str:
     return cell if comparison["distinguishable"] else f"{cell} {NOT_DISTINGUISHABLE}"
 
 
+def reference_comparisons(summary: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
+    """``{reference method: comparison}`` of a summary; JSON written before several references
+    were allowed holds one ``reference`` / ``vs_reference`` pair instead."""
+    if "vs_references" in summary:
+        return {ref: summary["vs_references"].get(ref) for ref in summary.get("references", [])}
+    ref = summary.get("reference")
+    return {ref: summary.get("vs_reference")} if ref else {}
+
+
 def table_rows(summaries: list[dict[str, Any]]) -> list[list[str]]:
     """Header + one row per (method, budget): tokens, accuracy per family and overall with intervals,
     relative (%), and the paired comparisons."""
     families = sorted({f for s in summaries for f in s["per_family"]})
-    reference = next((s.get("reference") for s in summaries if s.get("reference")), None)
+    references = next((list(reference_comparisons(s)) for s in summaries if reference_comparisons(s)), [])
     head = ["method", "keep", "tokens", "equiv.", "GFLOPs"] + families + ["overall", "rel.%", "vs none"]
-    head += [f"vs {reference}"] if reference else []
+    head += [f"vs {ref}" for ref in references]
     rows = [head]
     for s in summaries:
         family_ci = s.get("per_family_ci95", {})
@@ -52,13 +61,16 @@ def table_rows(summaries: list[dict[str, Any]]) -> list[list[str]]:
             f"{s.get('mean_equivalent_tokens', s['mean_kept_tokens']):.1f}",
             f"{s.get('mean_prefill_gflops', float('nan')):.3g}",
         ]
-        row += [with_interval(s["per_family"][f], family_ci.get(f)) if f in s["per_family"] else "-" for f in families]
+        row += [
+            with_interval(s["per_family"][f], family_ci.get(f)) if f in s["per_family"] else "-"
+            for f in families
+        ]
         row += [
             with_interval(s["accuracy"], s.get("ci95")),
             "-" if s["relative"] is None else f"{s['relative']:.1f}",
             comparison_cell(s.get("vs_unpruned")),
         ]
-        row += [comparison_cell(s.get("vs_reference"))] if reference else []
+        row += [comparison_cell(reference_comparisons(s).get(ref)) for ref in references]
         rows.append(row)
     return rows
 

@@ -39,7 +39,7 @@ def evaluate(
     seed: int = 0,
     progress: bool = True,
     estimator_options: Mapping[str, Any] | None = None,
-    reference: str | None = None,
+    references: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Predict every item under every (method, keep); finished predictions come from ``cache``.
 
@@ -48,7 +48,7 @@ def evaluate(
 
     Returns one summary dict per configuration: accuracy overall and per family with 95 % Wilson
     intervals, mean kept tokens, and paired comparisons on the same questions against the unpruned
-    model and against ``reference`` at the same budget (see :func:`add_comparisons`).
+    model and against each of ``references`` at the same budget (see :func:`add_comparisons`).
     """
     pairs = configurations(methods, keeps)
     shape = lm_shape(vlm.model.config)
@@ -57,7 +57,9 @@ def evaluate(
     summaries = []
     for method, keep in pairs:
         label = keep_label(method, keep)
-        trial = vlm.using(method=method, keep=keep, seed=seed, **comparison_options(method, estimator_options))
+        trial = vlm.using(
+            method=method, keep=keep, seed=seed, **comparison_options(method, estimator_options)
+        )
         todo = [it for it in items if cache.get(method, label, it.uid) is None]
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
@@ -106,7 +108,7 @@ def evaluate(
         )
     bar.close()
     add_relative(summaries)
-    add_comparisons(summaries, reference)
+    add_comparisons(summaries, references)
     for s in summaries:
         del s["correct"]
     return summaries
@@ -138,20 +140,26 @@ def family_intervals(rows: Iterable[tuple[str, bool]]) -> dict[str, list[float]]
     return {k: list(wilson_interval(hits, n)) for k, (hits, n) in sorted(counts.items())}
 
 
-def add_comparisons(summaries: list[dict[str, Any]], reference: str | None) -> None:
+def add_comparisons(summaries: list[dict[str, Any]], references: Sequence[str] = ()) -> None:
     """Paired comparisons on the same questions (needs each summary's ``correct`` vector):
-    ``vs_unpruned`` against the unpruned model and ``vs_reference`` against method ``reference`` at
-    the same budget, each ``{difference, ci95 (paired bootstrap), mcnemar_p, distinguishable, ...}``
-    or None where that configuration was not evaluated (or is the configuration itself)."""
+    ``vs_unpruned`` against the unpruned model and ``vs_references[name]`` against each method of
+    ``references`` at the same budget, each ``{difference, ci95 (paired bootstrap), mcnemar_p,
+    distinguishable, ...}`` or None where that configuration was not evaluated (or is the
+    configuration itself). ``references`` is stored beside them (the table's column order)."""
     base = next((s for s in summaries if unpruned(s["method"])), None)
     by_config = {(s["method"], s["keep"]): s for s in summaries}
-    for s in summaries:
-        s["vs_unpruned"] = None if base is None or s is base else paired_comparison(s["correct"], base["correct"]).to_dict()
-        other = by_config.get((reference, s["keep"])) if reference else None
-        s["vs_reference"] = (
-            None if other is None or other is s else paired_comparison(s["correct"], other["correct"]).to_dict()
+
+    def versus(s: dict[str, Any], other: dict[str, Any] | None) -> dict[str, Any] | None:
+        return (
+            None
+            if other is None or other is s
+            else paired_comparison(s["correct"], other["correct"]).to_dict()
         )
-        s["reference"] = reference
+
+    for s in summaries:
+        s["vs_unpruned"] = versus(s, base)
+        s["references"] = list(references)
+        s["vs_references"] = {ref: versus(s, by_config.get((ref, s["keep"]))) for ref in references}
 
 
 def add_relative(summaries: list[dict[str, Any]]) -> None:
