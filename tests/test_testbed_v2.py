@@ -358,3 +358,24 @@ def test_restart_qa_keeps_weights_and_restarts_the_clock(tmp_path):
     mine, theirs = t.blob()["model"], again.blob()["model"]
     assert all(torch.equal(v, theirs[k]) for k, v in mine.items())
     assert again.log[-1]["restart_qa"]["ground"] == 0.0
+
+
+def test_learning_curves_split_qa_at_restart_and_draw(tmp_path):
+    from zooprune.testbed.curves import plot_curves, qa_segments, read_log
+
+    rows = [
+        {"stage": "clip", "step": 1, "t": 1.0, "loss": 4.0, "i2t_acc": 0.1, "vs_negative": 0.5},
+        {"stage": "align", "step": 1, "t": 1.0, "loss": 4.0, "token_acc": 0.1},
+        {"stage": "qa", "step": 1, "t": 1.0, "loss": 2.0, "train_acc": 0.2},
+        {"stage": "qa", "step": 2, "t": 60.0, "val": {"overall": 0.3, "region": 0.2}},
+        {"stage": "qa", "step": 2, "restart_qa": {"ground": 1.0}},
+        {"stage": "qa", "step": 3, "t": 1.0, "loss": 1.5, "train_acc": 0.4},
+        {"stage": "qa", "step": 4, "t": 60.0, "val": {"overall": 0.5, "region": 0.6}},
+    ]
+    jsonl = tmp_path / "log.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert read_log(jsonl) == rows
+    segments = qa_segments(rows)
+    assert [[r["step"] for r in s] for s in segments] == [[1, 2], [3, 4]]
+    out = plot_curves(rows, tmp_path / "curves.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
