@@ -104,20 +104,24 @@ def test_eval_outputs_carry_intervals_and_paired_comparisons(tiny_llava_dir, tmp
     assert text.splitlines()[0].index("vs zoo") < text.splitlines()[0].index("vs divprune")
 
 
-def test_table_says_not_distinguishable():
-    summary = {
+def table_summary(accuracy: float, ci: list[float], **comparisons) -> dict:
+    """One hand-made eval summary (method ``zoo``, budget 4, one family) plus ``comparisons``."""
+    return {
         "method": "zoo",
         "keep": "4",
         "mean_kept_tokens": 4.0,
-        "accuracy": 0.5,
-        "ci95": [0.3, 0.7],
-        "per_family": {"count": 0.5},
-        "per_family_ci95": {"count": [0.3, 0.7]},
+        "accuracy": accuracy,
+        "ci95": ci,
+        "per_family": {"count": accuracy},
+        "per_family_ci95": {"count": ci},
         "relative": 90.0,
-        "vs_unpruned": paired_comparison([True, False, True, False], [True, True, True, False]).to_dict(),
-        "references": [],
-        "vs_references": {},
+        **comparisons,
     }
+
+
+def test_table_says_not_distinguishable():
+    vs_unpruned = paired_comparison([True, False, True, False], [True, True, True, False]).to_dict()
+    summary = table_summary(0.5, [0.3, 0.7], vs_unpruned=vs_unpruned, references=[], vs_references={})
     row = accuracy_table([summary]).splitlines()[2]
     assert "50.0 [30.0, 70.0]" in row and row.endswith(NOT_DISTINGUISHABLE)
 
@@ -141,18 +145,6 @@ def test_plot_draws_interval_bands(tmp_path):
 def test_table_reads_results_written_with_one_reference():
     """Committed JSON from before several references were allowed (``reference`` / ``vs_reference``)."""
     cmp = paired_comparison([True, True, True, False], [False, False, True, False]).to_dict()
-    old = {
-        "method": "random",
-        "keep": "4",
-        "mean_kept_tokens": 4.0,
-        "accuracy": 0.75,
-        "ci95": [0.3, 0.95],
-        "per_family": {"count": 0.75},
-        "per_family_ci95": {"count": [0.3, 0.95]},
-        "relative": 90.0,
-        "vs_unpruned": None,
-        "reference": "zoo",
-        "vs_reference": cmp,
-    }
+    old = table_summary(0.75, [0.3, 0.95], vs_unpruned=None, reference="zoo", vs_reference=cmp)
     head, row = table_rows([old])
     assert head[-1] == "vs zoo" and row[-1].startswith("+50.0 [")

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "testbed_rankings.py"
+from .conftest import load_benchmark_script
 
 
 @pytest.fixture(scope="module")
 def rankings():
-    spec = importlib.util.spec_from_file_location("testbed_rankings", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("testbed_rankings")
 
 
 def summary(method: str, acc: float, vs_zoo: tuple[float, bool] | None) -> dict:
