@@ -149,7 +149,7 @@ def test_description_covers_every_region_and_item(samples):
 
 
 def test_hard_negative_changes_the_description():
-    from zooprune.testbed.train_v2 import perturb
+    from zooprune.testbed.stream_v2 import perturb
 
     for i in range(20):
         rng = np.random.default_rng([9, i])
@@ -312,7 +312,7 @@ def test_written_v2_split_reads_back_through_eval_jsonl(tmp_path):
 
 def test_ground_patches_v2_mark_what_each_question_is_about():
     from zooprune.testbed.scenes_v2 import patch_regions, place_region
-    from zooprune.testbed.train_v2 import ground_patches_v2
+    from zooprune.testbed.stream_v2 import ground_patches_v2
 
     seen = set()
     for i in range(60):
