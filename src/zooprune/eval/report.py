@@ -2,7 +2,8 @@
 
 The plot is :func:`zooprune.plots.plot_accuracy_vs_budget`. Every accuracy carries its Wilson
 interval; ``vs none`` / ``vs <reference>`` (one column per reference method) are paired
-differences on the same questions with their paired-bootstrap intervals, marked ``n.d.`` (not distinguishable) where the interval contains 0.
+differences on the same questions with their paired-bootstrap intervals, marked ``n.d.`` (not
+distinguishable) where the interval contains 0.
 """
 
 from __future__ import annotations
