@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from .batches import pixels, touched_patches
-from .questions import COLOURS, SHAPES, relevant_items
+from .questions import COLOURS, LETTERS, SHAPES, relevant_items
 from .questions_v2 import answer_v2, describe, draw_spec_v2, question_text_v2
-from .scenes import GRID, PATCH, Scene
+from .scenes import DIGITS, GRID, PATCH, Scene
 from .scenes_v2 import (
     REGION_COLOURS,
     TEXTURES,
@@ -33,24 +33,105 @@ STAGES: tuple[str, ...] = ("clip", "align", "qa")
 MAX_TEXT = 160  # description tokens (a 5-region, 10-item scene is about 110)
 
 
-def perturb(scene: Scene, rng: np.random.Generator) -> Scene:
-    """A copy of ``scene`` with one region or shape attribute changed (a contrastive hard negative)."""
-    out = copy.deepcopy(scene)
+#: Hard-negative kinds. ``basic`` (runs 1-2): one region colour or texture, or one shape's colour or
+#: shape. ``layout`` adds what a mean-pooled contrastive tower otherwise need not encode: the
+#: tile's digit, and where things are (two regions' contents or two items' places swapped).
+NEGATIVES: dict[str, tuple[str, ...]] = {
+    "basic": ("region_colour", "region_texture", "shape_colour", "shape_kind"),
+    "layout": (
+        "region_colour", "region_texture", "shape_colour", "shape_kind", "digit", "region_swap", "item_swap",
+    ),
+}  # fmt: skip
+
+
+def _place(box: list[int]) -> str:
+    return place_of((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+
+
+def _swap_pairs(things: list[dict[str, Any]], differ: list[str]) -> list[tuple[int, int]]:
+    """Index pairs in different places whose ``differ`` keys are not all equal."""
+    return [
+        (i, j)
+        for i in range(len(things))
+        for j in range(i + 1, len(things))
+        if _place(things[i]["box"]) != _place(things[j]["box"])
+        and any(things[i].get(k) != things[j].get(k) for k in differ)
+    ]
+
+
+def _apply(out: Scene, kind: str, rng: np.random.Generator) -> bool:
+    """Change ``out`` in place by one hard-negative ``kind``; False where the scene has no such change."""
     shapes = [it for it in out["items"] if it["kind"] == "shape"]
-    what = int(rng.integers(4))
-    if what < 2 or not shapes:
+    if kind in ("region_colour", "region_texture"):
         reg = out["regions"][int(rng.integers(len(out["regions"])))]
-        if what == 0:
+        if kind == "region_colour":
             reg["colour"] = str(rng.choice([c for c in REGION_COLOURS if c != reg["colour"]]))
         else:
             reg["texture"] = str(rng.choice([t for t in TEXTURES if t != reg["texture"]]))
-    else:
+        return True
+    if kind in ("shape_colour", "shape_kind"):
+        if not shapes:
+            return False
         it = shapes[int(rng.integers(len(shapes)))]
-        if what == 2:
+        if kind == "shape_colour":
             it["colour"] = str(rng.choice([c for c in COLOURS if c != it["colour"]]))
         else:
             it["shape"] = str(rng.choice([s for s in SHAPES if s != it["shape"]]))
+        return True
+    if kind == "digit":
+        tiles = [it for it in out["items"] if it["kind"] == "tile"]
+        if not tiles:
+            return False
+        tiles[0]["text"] = str(rng.choice([d for d in DIGITS if d != tiles[0]["text"]]))
+        return True
+    if kind == "region_swap":  # same layout, two regions' contents exchanged
+        content = ["colour", "texture", "scale", "specks"]
+        pairs = _swap_pairs(out["regions"], content)
+        if not pairs:
+            return False
+        i, j = pairs[int(rng.integers(len(pairs)))]
+        a, b = out["regions"][i], out["regions"][j]
+        for k in content:
+            a[k], b[k] = b[k], a[k]
+        return True
+    # item_swap: two items exchange places (a description only: the negative is never rendered)
+    pairs = _swap_pairs(out["items"], ["kind", "colour", "shape", "size", "text"])
+    if not pairs:
+        return False
+    i, j = pairs[int(rng.integers(len(pairs)))]
+    a, b = out["items"][i], out["items"][j]
+    for k in ("box", "row", "col"):
+        a[k], b[k] = b[k], a[k]
+    return True
+
+
+def perturb(scene: Scene, rng: np.random.Generator, negatives: str = "basic") -> Scene:
+    """A copy of ``scene`` with one attribute or placement changed (a contrastive hard negative).
+
+    The kind is drawn uniformly from ``NEGATIVES[negatives]``; a kind the scene cannot show (no
+    shape, no tile) falls back to a region colour or texture change. ``basic`` draws exactly as
+    runs 1-2 of the v2 model did.
+    """
+    out = copy.deepcopy(scene)
+    kinds = NEGATIVES[negatives]
+    kind = kinds[int(rng.integers(len(kinds)))]
+    if not _apply(out, kind, rng):
+        _apply(out, "region_texture", rng)
     return out
+
+
+def choice_drill(rng: np.random.Generator) -> tuple[str, str]:
+    """A text-only multiple-choice lookup: (question naming its value, the letter of that value).
+
+    "red ? A. blue B. red C. green D. yellow answer with the letter." -> "B". It trains the
+    letter lookup that choice questions need (measured: the v2 run-2 model picks the right letter
+    no more often when it knows the attribute than when it does not) without any image content.
+    """
+    pool = list(COLOURS if rng.random() < 0.5 else SHAPES)
+    opts = [pool[int(i)] for i in rng.choice(len(pool), size=4, replace=False)]
+    k = int(rng.integers(4))
+    listed = " ".join(f"{L}. {o}" for L, o in zip(LETTERS, opts))
+    return f"{opts[k]} ? {listed} answer with the letter.", LETTERS[k]
 
 
 def ground_patches_v2(scene: Scene, ids: np.ndarray, spec: dict[str, Any]) -> np.ndarray | None:
@@ -79,10 +160,24 @@ class V2Stream(torch.utils.data.IterableDataset):
     """Endless batches for one v2 stage from split ``seed``, starting at batch ``start``."""
 
     def __init__(
-        self, stage: str, seed: int, start: int, batch: int, tokenizer: Any, qa_per_image: int = 6
+        self,
+        stage: str,
+        seed: int,
+        start: int,
+        batch: int,
+        tokenizer: Any,
+        qa_per_image: int = 6,
+        negatives: str = "basic",
+        drill: float = 0.0,
     ) -> None:
+        """``negatives``: a :data:`NEGATIVES` key (clip); ``drill``: share of qa questions replaced
+        by a :func:`choice_drill` (drawn from their own generator, so 0 leaves the stream as it was)."""
+        if negatives not in NEGATIVES:
+            raise ValueError(f"unknown hard negatives {negatives!r}; choose from {sorted(NEGATIVES)}")
+        if not 0.0 <= drill < 1.0:
+            raise ValueError(f"drill share must be in [0, 1), got {drill}")
         self.stage, self.seed, self.start, self.batch = stage, seed, start, batch
-        self.tok, self.qa = tokenizer, qa_per_image
+        self.tok, self.qa, self.negatives, self.drill = tokenizer, qa_per_image, negatives, drill
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         step = self.start
@@ -100,11 +195,17 @@ class V2Stream(torch.utils.data.IterableDataset):
             if self.stage in ("clip", "align"):
                 out["text"].append(text_ids(self.tok, describe(scene)))
             if self.stage == "clip":
-                out["negative"].append(text_ids(self.tok, describe(perturb(scene, rng))))
+                out["negative"].append(text_ids(self.tok, describe(perturb(scene, rng, self.negatives))))
             if self.stage == "qa":
                 qas = []
+                drill_rng = np.random.default_rng([self.seed, 77, step * self.batch + j])
                 for _ in range(self.qa):
                     spec = draw_spec_v2(scene, rng)
+                    if self.drill and drill_rng.random() < self.drill:
+                        q, a = choice_drill(drill_rng)
+                        qas.append({"q": text_ids(self.tok, q), "a": self.tok.convert_tokens_to_ids(a)})
+                        qas[-1].update(ground=None, family="drill")
+                        continue
                     qas.append(
                         {
                             "q": text_ids(self.tok, question_text_v2(spec)),

@@ -56,11 +56,12 @@ from .questions_v2 import (
     vocabulary_v2,
 )
 from .scenes import GRID
-from .stream_v2 import MAX_TEXT, STAGES, V2Stream, pad, text_ids
+from .stream_v2 import MAX_TEXT, NEGATIVES, STAGES, V2Stream, pad, text_ids
 from .trainkit import cosine, export_model, ground_weight, token_ids
 
 ALIGN_PROMPT = "describe the scene"
 EMBED = 128
+ROUND_SEEDS = 10_000  # training round r (--restart-clip) draws its data from seed + r * ROUND_SEEDS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -91,7 +92,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--restart-qa",
         action="store_true",
-        help="with --resume in qa: keep the weights, restart the qa clock, schedule and optimiser",
+        help="with --resume in qa (or after it): keep the weights, restart the qa clock, schedule and"
+        " optimiser",
+    )
+    ap.add_argument(
+        "--restart-clip",
+        action="store_true",
+        help="with --resume: a new round from the clip stage on the trained weights (fresh clocks,"
+        " optimisers and data; the fitted standardisation is kept; skip align with --align-minutes 0)",
+    )
+    ap.add_argument(
+        "--hard-negatives",
+        choices=sorted(NEGATIVES),
+        default="basic",
+        help="clip hard negatives: basic (one colour / texture / shape changed, runs 1-2) or layout"
+        " (also a digit changed, two regions' contents or two items' places swapped)",
+    )
+    ap.add_argument(
+        "--choice-drill",
+        type=float,
+        default=0.0,
+        help="share of qa questions replaced by a text-only letter lookup (stream_v2.choice_drill)",
     )
     ap.add_argument("--align-projector-only", action="store_true", help="freeze the Llama in align")
     ap.add_argument("--eval-every", type=float, default=5.0, help="minutes between held-out evals (qa)")
@@ -198,11 +219,22 @@ class TrainerV2:
         with torch.no_grad():
             self.logit_scale.copy_(blob["logit_scale"])
         self.std.load_state_dict(blob["std"])
+        if self.args.restart_clip:
+            if self.args.restart_qa:
+                raise ValueError("--restart-clip and --restart-qa exclude each other")
+            rnd = self.state.get("round", 0) + 1
+            self.state = {"stage": "clip", "step": 0, "t": {s: 0.0 for s in STAGES}, "round": rnd}
+            self._record({"stage": "clip", "step": 0, "restart_clip": vars(self.args), "round": rnd})
+            self.opt = self._make_opt("clip")
+            print(f"new round {rnd} from clip on the trained weights", flush=True)
+            return
         stage = self.state["stage"]
         if stage != "clip":
             self._freeze_vision()
             self.opt = self._make_opt("qa" if stage == "done" else stage)
-        if stage == "qa" and self.args.restart_qa:
+        if stage in ("qa", "done") and self.args.restart_qa:
+            if stage == "done":  # more qa on a finished model: the data goes on where qa stopped
+                self.state.update(stage="qa", step=self.state.get("qa_steps", 0))
             self.state["t"]["qa"] = 0.0  # the data stream goes on from state["step"] (no batch repeats)
             self._record({"stage": "qa", "step": self.state["step"], "restart_qa": vars(self.args)})
         else:
@@ -218,7 +250,9 @@ class TrainerV2:
         batch = {"clip": self.args.batch_clip, "align": self.args.batch_align, "qa": self.args.batch_qa}[
             stage
         ]
-        ds = V2Stream(stage, TRAIN_SEED_BASE_V2 + self.args.seed, start, batch, self.tok, self.args.qa)
+        seed = TRAIN_SEED_BASE_V2 + self.args.seed + ROUND_SEEDS * self.state.get("round", 0)
+        a = self.args
+        ds = V2Stream(stage, seed, start, batch, self.tok, a.qa, a.hard_negatives, a.choice_drill)
         if self.args.workers == 0:
             return iter(ds)
         return iter(
@@ -362,9 +396,11 @@ class TrainerV2:
                 last_save = time.time()
         bar.close()
         nxt = STAGES[STAGES.index(stage) + 1] if stage != "qa" else "done"
+        self.state[f"{stage}_steps"] = self.state["step"]
         if stage == "clip":
             self._freeze_vision()
-            self.fit_standardisation()
+            if not self.state.get("round"):  # a later round keeps the projector's input scaling
+                self.fit_standardisation()
         self.state.update(stage=nxt, step=0)
         if nxt != "done":
             self.opt = self._make_opt(nxt)

@@ -1,0 +1,114 @@
+"""Why is multiple choice at chance? Ask each held-out choice question twice, with and without options.
+
+For ``--n`` multiple-choice questions of a held-out testbed split, the model answers the choice
+question (a letter) and the same question without its options (the attribute itself, e.g. a
+colour). If the letter is right about as often when the attribute is right as when it is wrong,
+the model finds the attribute but cannot map it to its letter (a text-side failure, not vision).
+Also reported: how the predicted letters are spread over A-D (a constant letter is a prior).
+No pruning method is involved. Teacher-forced first answer token, as in training validation.
+
+    .venv/bin/python benchmarks/testbed_choice_probe.py --model models/testbed-llava-v2 --variant v2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+
+import numpy as np
+import torch
+from transformers import AutoTokenizer, LlavaForConditionalGeneration
+
+from zooprune.eval.stats import wilson_interval
+from zooprune.testbed.batches import pixels
+from zooprune.testbed.evaluate import ValItem
+from zooprune.testbed.packing import Standardize, lm_forward, pack, project, vision_features
+from zooprune.testbed.questions import answer_from_scene, question_text
+from zooprune.testbed.trainkit import token_ids
+
+
+def choice_pairs(variant: str, seed: int | None, n: int) -> list[tuple[ValItem, ValItem]]:
+    """(choice question, the same question without options) for up to ``n`` held-out scenes."""
+    if variant == "v1":
+        from zooprune.testbed.data import EVAL_SEED, make_sample
+
+        seed = EVAL_SEED if seed is None else seed
+        samples = [make_sample(seed, i, "choice") for i in range(n)]
+    else:
+        from zooprune.testbed.questions_v2 import EVAL_SEED_V2, make_sample_v2
+
+        seed = EVAL_SEED_V2 if seed is None else seed
+        samples = [make_sample_v2(seed, i, "choice") for i in range(n)]
+    out = []
+    for s in samples:
+        if s.family != "choice":  # the scene did not fit a choice question; another was drawn
+            continue
+        plain = dict(s.spec, family="attribute")
+        px = pixels(s.image)
+        attr = ValItem(px, question_text(plain), answer_from_scene(s.scene, plain), "attribute")
+        out.append((ValItem(px, s.question, s.answer, "choice"), attr))
+    return out
+
+
+@torch.no_grad()
+def first_tokens(model: LlavaForConditionalGeneration, tok, items: list[ValItem]) -> list[str]:
+    """Greedy first answer token of each item (all 196 visual tokens)."""
+    ids = token_ids(tok)
+    std = Standardize(model.config.vision_config.hidden_size)  # the exported model folds it in
+    preds: list[str] = []
+    for s in range(0, len(items), 32):
+        chunk = items[s : s + 32]
+        rows = [
+            (list(range(196)), [{"q": tok(it.question, add_special_tokens=False)["input_ids"], "a": 0}])
+            for it in chunk
+        ]
+        p = pack(ids, rows)
+        feats = vision_features(model, torch.stack([it.pixel_values for it in chunk]))
+        la, _, _ = lm_forward(model, project(model, std, feats), p)
+        preds += tok.convert_ids_to_tokens(la.argmax(-1).tolist())
+    return preds
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="models/testbed-llava-v2")
+    ap.add_argument("--variant", choices=("v1", "v2"), default="v2")
+    ap.add_argument("--seed", type=int, default=None, help="held-out split (default: the eval seed)")
+    ap.add_argument("--n", type=int, default=400)
+    ap.add_argument("--out", default=None, help="write the JSON result here")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    model = LlavaForConditionalGeneration.from_pretrained(args.model, dtype=torch.float32).eval()
+    model.set_attn_implementation("eager")
+    tok = AutoTokenizer.from_pretrained(args.model)
+    pairs = choice_pairs(args.variant, args.seed, args.n)
+    pc = first_tokens(model, tok, [c for c, _ in pairs])
+    pa = first_tokens(model, tok, [a for _, a in pairs])
+    choice_ok = np.array([p == c.answer for p, (c, _) in zip(pc, pairs)])
+    attr_ok = np.array([p == a.answer for p, (_, a) in zip(pa, pairs)])
+
+    def cell(mask: np.ndarray) -> dict[str, float]:
+        k, m = int(choice_ok[mask].sum()), int(mask.sum())
+        lo, hi = wilson_interval(k, m) if m else (float("nan"), float("nan"))
+        return {"n": m, "choice_acc": k / m if m else float("nan"), "ci95": [lo, hi]}
+
+    res = {
+        "model": args.model,
+        "variant": args.variant,
+        "n": len(pairs),
+        "attribute_acc": float(attr_ok.mean()),
+        "choice_acc": float(choice_ok.mean()),
+        "choice_given_attribute_right": cell(attr_ok),
+        "choice_given_attribute_wrong": cell(~attr_ok),
+        "predicted_letters": dict(sorted(Counter(pc).items())),
+        "true_letters": dict(sorted(Counter(c.answer for c, _ in pairs).items())),
+    }
+    print(json.dumps(res, indent=1))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

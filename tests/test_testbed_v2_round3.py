@@ -1,0 +1,172 @@
+"""Testbed v2 recipe additions after run 2: layout hard negatives, choice drills, a new training round."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from zooprune.testbed.processor import build_tokenizer
+from zooprune.testbed.questions import LETTERS
+from zooprune.testbed.questions_v2 import describe, vocabulary_v2
+from zooprune.testbed.scenes_v2 import make_scene_v2
+from zooprune.testbed.stream_v2 import NEGATIVES, V2Stream, _apply, choice_drill, perturb
+
+
+def _scene_with_tile_and_shapes(start: int = 0) -> dict:
+    for i in range(start, start + 200):
+        scene = make_scene_v2(np.random.default_rng([5, i]))
+        kinds = [it["kind"] for it in scene["items"]]
+        if "tile" in kinds and kinds.count("shape") >= 2:
+            return scene
+    raise AssertionError("no scene with a tile and two shapes")
+
+
+@pytest.mark.parametrize("kind", NEGATIVES["layout"])
+def test_each_layout_negative_changes_the_description(kind):
+    for k in range(5):
+        scene = _scene_with_tile_and_shapes(40 * k)
+        before = json.dumps(scene)
+        out = json.loads(before)
+        assert _apply(out, kind, np.random.default_rng(k)), kind
+        assert describe(out) != describe(scene), kind
+        assert json.dumps(scene) == before
+
+
+def test_swaps_keep_the_words_and_change_only_places():
+    """A swap says the same things about the scene, only where they are differs."""
+    for k in range(5):
+        scene = _scene_with_tile_and_shapes(40 * k)
+        for kind in ("region_swap", "item_swap"):
+            out = json.loads(json.dumps(scene))
+            assert _apply(out, kind, np.random.default_rng(k))
+            assert describe(out) != describe(scene)
+            assert sorted(describe(out).split()) == sorted(describe(scene).split()), kind
+
+
+def test_digit_negative_changes_the_tile_digit_only():
+    scene = _scene_with_tile_and_shapes()
+    out = json.loads(json.dumps(scene))
+    assert _apply(out, "digit", np.random.default_rng(3))
+    (a,) = [it for it in scene["items"] if it["kind"] == "tile"]
+    (b,) = [it for it in out["items"] if it["kind"] == "tile"]
+    assert a["text"] != b["text"] and a["box"] == b["box"]
+
+
+def _perturb_as_in_run_two(scene: dict, rng: np.random.Generator) -> dict:
+    """The hard negative of runs 1-2, as written then (a copy, to pin ``basic`` to it)."""
+    from zooprune.testbed.questions import COLOURS, SHAPES
+    from zooprune.testbed.scenes_v2 import REGION_COLOURS, TEXTURES
+
+    out = json.loads(json.dumps(scene))
+    shapes = [it for it in out["items"] if it["kind"] == "shape"]
+    what = int(rng.integers(4))
+    if what < 2 or not shapes:
+        reg = out["regions"][int(rng.integers(len(out["regions"])))]
+        if what == 0:
+            reg["colour"] = str(rng.choice([c for c in REGION_COLOURS if c != reg["colour"]]))
+        else:
+            reg["texture"] = str(rng.choice([t for t in TEXTURES if t != reg["texture"]]))
+    else:
+        it = shapes[int(rng.integers(len(shapes)))]
+        if what == 2:
+            it["colour"] = str(rng.choice([c for c in COLOURS if c != it["colour"]]))
+        else:
+            it["shape"] = str(rng.choice([s for s in SHAPES if s != it["shape"]]))
+    return out
+
+
+def test_basic_negatives_draw_exactly_as_runs_one_and_two():
+    for i in range(60):
+        scene = make_scene_v2(np.random.default_rng([8, i]))
+        new = perturb(scene, np.random.default_rng([8, i, 1]), "basic")
+        old = _perturb_as_in_run_two(scene, np.random.default_rng([8, i, 1]))
+        assert describe(new) == describe(old) != describe(scene)
+
+
+def test_choice_drill_names_its_answer_and_the_tokenizer_knows_it():
+    tok = build_tokenizer(vocabulary_v2())
+    letters = []
+    for i in range(200):
+        q, a = choice_drill(np.random.default_rng([3, i]))
+        words = q.split()
+        value = words[0]
+        opts = {words[k]: words[k + 1] for k in range(2, 10, 2)}  # "A." -> value
+        assert opts[f"{a}."] == value and list(opts.values()).count(value) == 1
+        assert tok.unk_token_id not in tok(q, add_special_tokens=False)["input_ids"]
+        letters.append(a)
+    assert set(letters) == set(LETTERS) and max(letters.count(x) for x in LETTERS) < 80
+
+
+def test_drill_share_replaces_questions_and_zero_leaves_the_stream_as_it_was():
+    tok = build_tokenizer(vocabulary_v2())
+    plain = V2Stream("qa", 11, 0, 4, tok, 6).make_batch(2)
+    zero = V2Stream("qa", 11, 0, 4, tok, 6, drill=0.0).make_batch(2)
+    drilled = V2Stream("qa", 11, 0, 4, tok, 6, drill=0.5).make_batch(2)
+    assert torch.equal(plain["pixel_values"], zero["pixel_values"])
+    assert [[q["q"] for q in r] for r in plain["qas"]] == [[q["q"] for q in r] for r in zero["qas"]]
+    fams = [q["family"] for r in drilled["qas"] for q in r]
+    assert 0 < fams.count("drill") < len(fams)
+    # the questions that were not replaced are the same as without drills
+    for r_plain, r_drill in zip(plain["qas"], drilled["qas"]):
+        for qp, qd in zip(r_plain, r_drill):
+            assert qd["family"] == "drill" or qd["q"] == qp["q"]
+    with pytest.raises(ValueError, match="drill share"):
+        V2Stream("qa", 11, 0, 4, tok, 6, drill=1.0)
+    with pytest.raises(ValueError, match="hard negatives"):
+        V2Stream("clip", 11, 0, 4, tok, 6, negatives="nope")
+
+
+def test_restart_clip_starts_a_new_round_on_the_trained_weights(tmp_path):
+    from zooprune.testbed.train_v2 import STAGES, TrainerV2, parse_args
+
+    argv = [
+        "--work", str(tmp_path / "work"), "--out", str(tmp_path / "model"), "--max-steps", "2",
+        "--batch-clip", "3", "--batch-align", "2", "--batch-qa", "2", "--qa", "2", "--workers", "0",
+        "--val-n", "8", "--eval-every", "100", "--save-every", "0",
+    ]  # fmt: skip
+    t = TrainerV2(parse_args(argv))
+    for stage in STAGES:
+        t.run_stage(stage)
+    assert t.state["stage"] == "done"
+    std = {k: v.clone() for k, v in t.std.state_dict().items()}
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    again = TrainerV2(
+        parse_args([*argv, "--resume", "--restart-clip", "--hard-negatives", "layout", "--choice-drill", "0.2"])
+    )
+    assert again.state["stage"] == "clip" and again.state["round"] == 1
+    assert all(v == 0.0 for v in again.state["t"].values()) and not again.opt.state
+    assert all(torch.equal(v, again.model.state_dict()[k]) for k, v in before.items())
+    first = again._loader("clip", 0)
+    other = t._loader("clip", 0)
+    assert not torch.equal(next(first)["pixel_values"], next(other)["pixel_values"])  # new data
+    for stage in STAGES:
+        again.run_stage(stage)
+    assert again.state["stage"] == "done" and again.state["round"] == 1
+    # the tower trained again in clip; the projector's input standardisation was kept
+    tower = {k: v for k, v in again.model.state_dict().items() if "vision_tower" in k}
+    assert tower and not all(torch.equal(v, before[k]) for k, v in tower.items())
+    assert all(torch.equal(v, again.std.state_dict()[k]) for k, v in std.items())
+    assert any("restart_clip" in r for r in again.log)
+    with pytest.raises(ValueError, match="exclude"):
+        TrainerV2(parse_args([*argv, "--resume", "--restart-clip", "--restart-qa"]))
+
+
+def test_restart_qa_after_a_finished_run_goes_on_with_new_qa_data(tmp_path):
+    from zooprune.testbed.train_v2 import STAGES, TrainerV2, parse_args
+
+    argv = [
+        "--work", str(tmp_path / "work"), "--out", str(tmp_path / "model"), "--max-steps", "2",
+        "--batch-clip", "3", "--batch-align", "2", "--batch-qa", "2", "--qa", "2", "--workers", "0",
+        "--val-n", "8", "--eval-every", "100", "--save-every", "0",
+    ]  # fmt: skip
+    t = TrainerV2(parse_args(argv))
+    for stage in STAGES:
+        t.run_stage(stage)
+    assert t.state["stage"] == "done" and t.state["qa_steps"] == 2  # steps count per stage
+    again = TrainerV2(parse_args([*argv, "--resume", "--restart-qa"]))
+    assert again.state["stage"] == "qa" and again.state["step"] == 2 and again.state["t"]["qa"] == 0.0
+    again.run_stage("qa")
+    assert again.state["stage"] == "done" and again.state["qa_steps"] == 4
