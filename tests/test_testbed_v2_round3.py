@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -170,3 +171,56 @@ def test_restart_qa_after_a_finished_run_goes_on_with_new_qa_data(tmp_path):
     assert again.state["stage"] == "qa" and again.state["step"] == 2 and again.state["t"]["qa"] == 0.0
     again.run_stage("qa")
     assert again.state["stage"] == "done" and again.state["qa_steps"] == 4
+
+
+def test_sincos_positions_code_column_and_row_at_the_asked_norm():
+    from zooprune.testbed.tower_v2 import sincos_positions
+
+    t = sincos_positions(128, grid=14, norm=2.0)
+    assert t.shape == (197, 128) and torch.all(t[0] == 0)
+    assert torch.allclose(t[1:].norm(dim=1), torch.full((196,), 2.0), atol=1e-5)
+    patch = t[1:].reshape(14, 14, 128)  # [row, col, dim]
+    # the first half depends on the column only, the second on the row only
+    assert torch.allclose(patch[3, 5, :64], patch[9, 5, :64]) and not torch.allclose(patch[3, 5], patch[9, 5])
+    assert torch.allclose(patch[4, 2, 64:], patch[4, 11, 64:])
+    assert len({tuple(r.tolist()) for r in t[1:]}) == 196  # every patch has its own code
+    with pytest.raises(ValueError, match="multiple of 4"):
+        sincos_positions(30)
+
+
+def test_patch_targets_are_each_patchs_grey_levels_and_mean_colour():
+    from zooprune.testbed.tower_v2 import RECON_DIM, patch_targets
+
+    px = torch.zeros(2, 3, 224, 224)
+    px[1, 0, 16:32, 32:48] = 3.0  # red channel of patch (row 1, col 2) of image 1
+    px[1, 2, 16:32, 32:40] = 6.0  # blue on its left half
+    out = patch_targets(px)
+    assert out.shape == (2, 196, RECON_DIM)
+    k = 1 * 14 + 2
+    grey = out[1, k, :256].reshape(16, 16)
+    assert torch.allclose(grey[:, :8], torch.full((16, 8), 3.0)) and torch.allclose(grey[:, 8:], torch.ones(16, 8))
+    assert torch.allclose(out[1, k, 256:], torch.tensor([3.0, 0.0, 3.0]))
+    assert out[0].abs().sum() == 0 and out[1, k + 1].abs().sum() == 0
+
+
+def test_fixed_positions_stay_fixed_and_reconstruction_is_trained(tmp_path):
+    from zooprune.testbed.tower_v2 import position_table, sincos_positions
+    from zooprune.testbed.train_v2 import TrainerV2, parse_args
+
+    argv = [
+        "--work", str(tmp_path / "work"), "--out", str(tmp_path / "model"), "--max-steps", "3",
+        "--batch-clip", "3", "--batch-align", "2", "--batch-qa", "2", "--qa", "2", "--workers", "0",
+        "--val-n", "8", "--eval-every", "100", "--save-every", "0", "--fixed-position", "2.0", "--recon", "1.0",
+    ]  # fmt: skip
+    t = TrainerV2(parse_args(argv))
+    table = position_table(t.model.model.vision_tower).weight
+    want = sincos_positions(table.shape[1], norm=2.0)
+    head = t.recon_head.weight.clone()
+    for stage in ("clip", "align", "qa"):
+        t.run_stage(stage)
+        assert torch.equal(table, want), stage  # clip and qa (which fine-tunes the tower) leave it
+    assert not torch.equal(head, t.recon_head.weight)
+    rows = [r for r in t.log if r["stage"] == "clip" and "recon" in r]
+    assert rows and all(math.isfinite(r["recon"]) for r in rows)
+    again = TrainerV2(parse_args([*argv, "--resume"]))
+    assert torch.equal(again.recon_head.weight, t.recon_head.weight)

@@ -56,11 +56,19 @@ from .questions_v2 import (
     vocabulary_v2,
 )
 from .scenes import GRID
-from .stream_v2 import MAX_TEXT, NEGATIVES, STAGES, V2Stream, pad, text_ids
+from .stream_v2 import NEGATIVES, STAGES, V2Stream, pad, text_ids
+from .tower_v2 import (
+    EMBED,
+    RECON_DIM,
+    TextEncoder,
+    clip_loss,
+    position_table,
+    recon_loss,
+    set_fixed_positions,
+)
 from .trainkit import cosine, export_model, ground_weight, token_ids
 
 ALIGN_PROMPT = "describe the scene"
-EMBED = 128
 ROUND_SEEDS = 10_000  # training round r (--restart-clip) draws its data from seed + r * ROUND_SEEDS
 
 
@@ -114,6 +122,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.0,
         help="share of qa questions replaced by a text-only letter lookup (stream_v2.choice_drill)",
     )
+    ap.add_argument(
+        "--fixed-position",
+        type=float,
+        default=0.0,
+        help="write fixed 2-D sin-cos position embeddings of this row norm into the tower and never"
+        " train them (0: the learned table, runs 1-2); pass it again on every --resume",
+    )
+    ap.add_argument(
+        "--recon",
+        type=float,
+        default=0.0,
+        help="weight of the clip stage's patch-reconstruction term (tower_v2.recon_loss; 0: off)",
+    )
     ap.add_argument("--align-projector-only", action="store_true", help="freeze the Llama in align")
     ap.add_argument("--eval-every", type=float, default=5.0, help="minutes between held-out evals (qa)")
     ap.add_argument("--val-n", type=int, default=400)
@@ -122,35 +143,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=1, help="DataLoader workers (0: in process)")
     ap.add_argument("--export-only", action="store_true")
     return ap.parse_args(argv)
-
-
-# ------------------------------------------------------------------------------------ models
-class TextEncoder(nn.Module):
-    """A small transformer over description tokens, mean-pooled to an ``EMBED``-d unit vector."""
-
-    def __init__(self, vocab: int, pad_id: int, dim: int = 128, layers: int = 2) -> None:
-        super().__init__()
-        self.pad_id = pad_id
-        self.tok = nn.Embedding(vocab, dim)
-        self.pos = nn.Embedding(MAX_TEXT, dim)
-        layer = nn.TransformerEncoderLayer(dim, 4, 4 * dim, dropout=0.0, batch_first=True, norm_first=True)
-        self.enc = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.out = nn.Linear(dim, EMBED)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        keep = ids != self.pad_id
-        x = self.tok(ids) + self.pos(torch.arange(ids.shape[1]))[None]
-        h = self.enc(x, src_key_padding_mask=~keep)
-        h = (h * keep[..., None]).sum(1) / keep.sum(1, keepdim=True).clamp_min(1)
-        return F.normalize(self.out(h), dim=-1)
-
-
-def clip_loss(img: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE; image -> text also ranks every image's hard negative text."""
-    texts = torch.cat([pos, neg])  # [2B, E]
-    logits = scale * img @ texts.T  # [B, 2B]
-    target = torch.arange(img.shape[0])
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits[:, : img.shape[0]].T, target))
 
 
 # ------------------------------------------------------------------------------------ trainer
@@ -168,6 +160,7 @@ class TrainerV2:
         self.model.set_attn_implementation("eager")
         self.text = TextEncoder(len(self.tok), self.tok.pad_token_id)
         self.img_head = nn.Linear(VISION_HIDDEN, EMBED)
+        self.recon_head = nn.Linear(VISION_HIDDEN, RECON_DIM)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
         self.std = Standardize(VISION_HIDDEN)
         self.state: dict[str, Any] = {"stage": "clip", "step": 0, "t": {s: 0.0 for s in STAGES}}
@@ -176,11 +169,20 @@ class TrainerV2:
         self.val: list[ValItem] = []
         if (args.resume or args.export_only) and (self.work / "ckpt.pt").exists():
             self._load()
+        if args.fixed_position > 0:
+            set_fixed_positions(self.model.model.vision_tower, args.fixed_position)
+
+    def _tower_params(self) -> list[nn.Parameter]:
+        """The vision tower's trained parameters (without the position table if it is fixed)."""
+        tower = self.model.model.vision_tower
+        fixed = position_table(tower).weight if self.args.fixed_position > 0 else None
+        return [q for q in tower.parameters() if q is not fixed]
 
     def _make_opt(self, stage: str) -> torch.optim.Optimizer:
         m = self.model.model
         if stage == "clip":
-            params = [*m.vision_tower.parameters(), *self.text.parameters(), *self.img_head.parameters()]
+            heads = [*self.img_head.parameters(), *(self.recon_head.parameters() if self.args.recon else [])]
+            params = [*self._tower_params(), *self.text.parameters(), *heads]
             groups = [{"params": params}, {"params": [self.logit_scale], "weight_decay": 0.0}]
             return torch.optim.AdamW(groups, lr=self.args.lr_clip, weight_decay=0.05)
         params = list(m.multi_modal_projector.parameters())
@@ -190,7 +192,7 @@ class TrainerV2:
         groups = [{"params": params, "base_lr": lr}]
         if stage == "qa" and self.args.lr_vision_qa > 0:
             m.vision_tower.requires_grad_(True)
-            groups.append({"params": list(m.vision_tower.parameters()), "base_lr": self.args.lr_vision_qa})
+            groups.append({"params": self._tower_params(), "base_lr": self.args.lr_vision_qa})
         return torch.optim.AdamW(groups, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
 
     def blob(self) -> dict[str, Any]:
@@ -199,6 +201,7 @@ class TrainerV2:
             "model": self.model.state_dict(),
             "text": self.text.state_dict(),
             "img_head": self.img_head.state_dict(),
+            "recon_head": self.recon_head.state_dict(),
             "logit_scale": self.logit_scale.detach().clone(),
             "std": self.std.state_dict(),
             "opt": self.opt.state_dict(),
@@ -216,6 +219,8 @@ class TrainerV2:
         self.model.load_state_dict(blob["model"])
         self.text.load_state_dict(blob["text"])
         self.img_head.load_state_dict(blob["img_head"])
+        if "recon_head" in blob:  # checkpoints before the reconstruction term have none
+            self.recon_head.load_state_dict(blob["recon_head"])
         with torch.no_grad():
             self.logit_scale.copy_(blob["logit_scale"])
         self.std.load_state_dict(blob["std"])
@@ -278,11 +283,16 @@ class TrainerV2:
         pos = self.text(pad(b["text"], self.tok.pad_token_id))
         neg = self.text(pad(b["negative"], self.tok.pad_token_id))
         loss = clip_loss(img, pos, neg, self.logit_scale.clamp(max=math.log(100.0)).exp())
+        extra = {}
+        if self.args.recon:
+            rec = recon_loss(self.recon_head, feats, b["pixel_values"])
+            loss = loss + self.args.recon * rec
+            extra["recon"] = float(rec.detach())
         with torch.no_grad():
             sims = img @ torch.cat([pos, neg]).T
             acc = float((sims.argmax(1) == torch.arange(img.shape[0])).float().mean())
             hard = float((sims.diagonal() > (img * neg).sum(-1)).float().mean())
-        return {"loss": loss, "i2t_acc": acc, "vs_negative": hard}
+        return {"loss": loss, "i2t_acc": acc, "vs_negative": hard, **extra}
 
     def align_batch(self, b: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Input ids, labels (-100 off the description) and 2-D attention mask of an align batch."""
