@@ -224,3 +224,22 @@ def test_fixed_positions_stay_fixed_and_reconstruction_is_trained(tmp_path):
     assert rows and all(math.isfinite(r["recon"]) for r in rows)
     again = TrainerV2(parse_args([*argv, "--resume"]))
     assert torch.equal(again.recon_head.weight, t.recon_head.weight)
+
+
+def test_learning_curves_start_a_segment_of_every_stage_at_a_new_round(tmp_path):
+    from zooprune.testbed.curves import plot_curves, segments
+
+    rows = [
+        {"stage": "clip", "step": 1, "t": 1.0, "loss": 4.0, "i2t_acc": 0.1, "vs_negative": 0.5},
+        {"stage": "align", "step": 1, "t": 1.0, "loss": 4.0, "token_acc": 0.1},
+        {"stage": "qa", "step": 1, "t": 1.0, "loss": 2.0, "train_acc": 0.2},
+        {"stage": "qa", "step": 1, "restart_qa": {}},
+        {"stage": "qa", "step": 2, "t": 1.0, "loss": 1.0, "train_acc": 0.3},
+        {"stage": "clip", "step": 0, "restart_clip": {}, "round": 1},
+        {"stage": "clip", "step": 1, "t": 2.0, "loss": 3.0, "i2t_acc": 0.4, "vs_negative": 0.6, "recon": 1.0},
+        {"stage": "qa", "step": 1, "t": 1.0, "loss": 0.5, "train_acc": 0.6},
+    ]
+    assert [[r["t"] for r in s] for s in segments(rows, "clip")] == [[1.0], [2.0]]
+    assert [[r["train_acc"] for r in s] for s in segments(rows, "qa")] == [[0.2], [0.3], [0.6]]
+    assert [len(s) for s in segments(rows, "align")] == [1]
+    assert plot_curves(rows, tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"

@@ -3,8 +3,8 @@
 Reads the run's history (``final_log.json`` written at export, or ``log.jsonl``; rows as
 ``train_v2.TrainerV2._record`` writes them) and draws one panel per stage: the training metrics
 against the stage's minutes, and in ``qa`` the held-out accuracy per question family. A
-``--restart-qa`` marker row starts a new qa segment (its clock restarts at 0); each segment is
-drawn with its own line style.
+``--restart-qa`` marker row starts a new qa segment and a ``--restart-clip`` marker a new segment
+of every stage (their clocks restart at 0); each segment is drawn with its own line style.
 """
 
 from __future__ import annotations
@@ -25,17 +25,21 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
     )
 
 
-def qa_segments(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """The qa rows split at each ``restart_qa`` marker (a restarted clock starts a new segment)."""
-    segments: list[list[dict[str, Any]]] = [[]]
+def segments(rows: list[dict[str, Any]], stage: str) -> list[list[dict[str, Any]]]:
+    """The rows of ``stage`` split where its clock restarted: at each ``restart_clip`` marker (a
+    new round restarts every stage) and, for qa, at each ``restart_qa`` marker. Empty ones dropped."""
+    out: list[list[dict[str, Any]]] = [[]]
     for r in rows:
-        if r.get("stage") != "qa":
-            continue
-        if "restart_qa" in r:
-            segments.append([])
-        else:
-            segments[-1].append(r)
-    return [s for s in segments if s]
+        if "restart_clip" in r or (stage == "qa" and "restart_qa" in r):
+            out.append([])
+        elif r.get("stage") == stage:
+            out[-1].append(r)
+    return [s for s in out if s]
+
+
+def qa_segments(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """:func:`segments` of the qa stage."""
+    return segments(rows, "qa")
 
 
 def plot_curves(rows: list[dict[str, Any]], out: str | Path) -> Path:
@@ -46,13 +50,19 @@ def plot_curves(rows: list[dict[str, Any]], out: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 4, figsize=(18, 4))
-    for ax, stage in zip(axes[:2], ("clip", "align")):
-        stage_rows = [r for r in rows if r.get("stage") == stage and "loss" in r]
-        for key in TRAIN_METRICS[stage]:
-            ax.plot([r["t"] / 60 for r in stage_rows], [r[key] for r in stage_rows], label=key)
-        ax.set(title=f"{stage} (training batches)", xlabel="stage minutes", ylim=(0, 1))
-        ax.legend()
     styles = (":", "-", "--", "-.")
+    for ax, stage in zip(axes[:2], ("clip", "align")):
+        for k, seg in enumerate(segments(rows, stage)):
+            stage_rows = [r for r in seg if "loss" in r]
+            for key in TRAIN_METRICS[stage]:
+                ax.plot(
+                    [r["t"] / 60 for r in stage_rows],
+                    [r[key] for r in stage_rows],
+                    styles[k % 4],
+                    label=f"{key} (run {k + 1})",
+                )
+        ax.set(title=f"{stage} (training batches)", xlabel="stage minutes", ylim=(0, 1))
+        ax.legend(fontsize=7)
     for k, seg in enumerate(qa_segments(rows)):
         train = [r for r in seg if "train_acc" in r]
         axes[2].plot(
