@@ -16,6 +16,15 @@ from zooprune.testbed.scenes_v2 import make_scene_v2
 from zooprune.testbed.stream_v2 import NEGATIVES, V2Stream, _apply, choice_drill, perturb
 
 
+def tiny_run_argv(tmp_path, steps: int, *extra: str) -> list[str]:
+    """``train_v2`` arguments for a few-step run in ``tmp_path`` (no data worker, no saves between)."""
+    return [
+        "--work", str(tmp_path / "work"), "--out", str(tmp_path / "model"), "--max-steps", str(steps),
+        "--batch-clip", "3", "--batch-align", "2", "--batch-qa", "2", "--qa", "2", "--workers", "0",
+        "--val-n", "8", "--eval-every", "100", "--save-every", "0", *extra,
+    ]  # fmt: skip
+
+
 def _scene_with_tile_and_shapes(start: int = 0) -> dict:
     for i in range(start, start + 200):
         scene = make_scene_v2(np.random.default_rng([5, i]))
@@ -123,11 +132,7 @@ def test_drill_share_replaces_questions_and_zero_leaves_the_stream_as_it_was():
 def test_restart_clip_starts_a_new_round_on_the_trained_weights(tmp_path):
     from zooprune.testbed.train_v2 import STAGES, TrainerV2, parse_args
 
-    argv = [
-        "--work", str(tmp_path / "work"), "--out", str(tmp_path / "model"), "--max-steps", "2",
-        "--batch-clip", "3", "--batch-align", "2", "--batch-qa", "2", "--qa", "2", "--workers", "0",
-        "--val-n", "8", "--eval-every", "100", "--save-every", "0",
-    ]  # fmt: skip
+    argv = tiny_run_argv(tmp_path, 2)
     t = TrainerV2(parse_args(argv))
     for stage in STAGES:
         t.run_stage(stage)
@@ -158,11 +163,7 @@ def test_restart_clip_starts_a_new_round_on_the_trained_weights(tmp_path):
 def test_restart_qa_after_a_finished_run_goes_on_with_new_qa_data(tmp_path):
     from zooprune.testbed.train_v2 import STAGES, TrainerV2, parse_args
 
-    argv = [
-        "--work", str(tmp_path / "work"), "--out", str(tmp_path / "model"), "--max-steps", "2",
-        "--batch-clip", "3", "--batch-align", "2", "--batch-qa", "2", "--qa", "2", "--workers", "0",
-        "--val-n", "8", "--eval-every", "100", "--save-every", "0",
-    ]  # fmt: skip
+    argv = tiny_run_argv(tmp_path, 2)
     t = TrainerV2(parse_args(argv))
     for stage in STAGES:
         t.run_stage(stage)
@@ -207,11 +208,7 @@ def test_fixed_positions_stay_fixed_and_reconstruction_is_trained(tmp_path):
     from zooprune.testbed.tower_v2 import position_table, sincos_positions
     from zooprune.testbed.train_v2 import TrainerV2, parse_args
 
-    argv = [
-        "--work", str(tmp_path / "work"), "--out", str(tmp_path / "model"), "--max-steps", "3",
-        "--batch-clip", "3", "--batch-align", "2", "--batch-qa", "2", "--qa", "2", "--workers", "0",
-        "--val-n", "8", "--eval-every", "100", "--save-every", "0", "--fixed-position", "2.0", "--recon", "1.0",
-    ]  # fmt: skip
+    argv = tiny_run_argv(tmp_path, 3, "--fixed-position", "2.0", "--recon", "1.0")
     t = TrainerV2(parse_args(argv))
     table = position_table(t.model.model.vision_tower).weight
     want = sincos_positions(table.shape[1], norm=2.0)
