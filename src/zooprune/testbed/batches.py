@@ -68,7 +68,22 @@ def touched_patches(ids: np.ndarray, items: list[int]) -> np.ndarray:
     return np.isin(blocks, np.array(items, dtype=np.int64) + 1).any(1)
 
 
-class SceneStream(torch.utils.data.IterableDataset):
+class EndlessStream(torch.utils.data.IterableDataset):
+    """Batches ``make_batch(start)``, ``make_batch(start + 1)``, ... for ever (a resumable stream)."""
+
+    start: int
+
+    def make_batch(self, step: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        step = self.start
+        while True:
+            yield self.make_batch(step)
+            step += 1
+
+
+class SceneStream(EndlessStream):
     """Endless batches from split ``seed``, starting at batch ``start`` (for resuming)."""
 
     def __init__(
@@ -83,12 +98,6 @@ class SceneStream(torch.utils.data.IterableDataset):
     ) -> None:
         self.stage, self.seed, self.start, self.batch = stage, seed, start, batch
         self.tokenizer, self.qa, self.weights = tokenizer, qa_per_image, family_weights
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        step = self.start
-        while True:
-            yield self.make_batch(step)
-            step += 1
 
     def make_batch(self, step: int) -> dict[str, Any]:
         imgs, labels, qas = [], [], []

@@ -9,13 +9,12 @@ grounding-loss target). Every batch is a pure function of (split seed, stage, st
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
-from .batches import pixels, touched_patches
+from .batches import EndlessStream, pixels, touched_patches
 from .questions import COLOURS, LETTERS, SHAPES, relevant_items
 from .questions_v2 import answer_v2, describe, draw_spec_v2, question_text_v2
 from .scenes import DIGITS, GRID, PATCH, Scene
@@ -156,7 +155,7 @@ def text_ids(tok: Any, text: str, limit: int = MAX_TEXT) -> list[int]:
     return tok(text, add_special_tokens=False)["input_ids"][:limit]
 
 
-class V2Stream(torch.utils.data.IterableDataset):
+class V2Stream(EndlessStream):
     """Endless batches for one v2 stage from split ``seed``, starting at batch ``start``."""
 
     def __init__(
@@ -178,12 +177,6 @@ class V2Stream(torch.utils.data.IterableDataset):
             raise ValueError(f"drill share must be in [0, 1), got {drill}")
         self.stage, self.seed, self.start, self.batch = stage, seed, start, batch
         self.tok, self.qa, self.negatives, self.drill = tokenizer, qa_per_image, negatives, drill
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        step = self.start
-        while True:
-            yield self.make_batch(step)
-            step += 1
 
     def make_batch(self, step: int) -> dict[str, Any]:
         out: dict[str, Any] = {"pixel_values": [], "text": [], "negative": [], "qas": []}
