@@ -24,11 +24,9 @@ from transformers import AutoTokenizer, LlavaForConditionalGeneration
 
 from zooprune.eval.stats import wilson_interval
 from zooprune.testbed.batches import pixels
-from zooprune.testbed.evaluate import ValItem
-from zooprune.testbed.packing import Standardize, lm_forward, pack, project, vision_features
+from zooprune.testbed.evaluate import ValItem, first_tokens
 from zooprune.testbed.questions import answer_from_scene, question_text
 from zooprune.testbed.stream_v2 import choice_drill
-from zooprune.testbed.trainkit import token_ids
 
 DRILL_SEED = 1235  # held out: training drills draw from the training seeds (>= 2,000,000)
 
@@ -54,25 +52,6 @@ def choice_pairs(variant: str, seed: int | None, n: int) -> list[tuple[ValItem, 
         attr = ValItem(px, question_text(plain), answer_from_scene(s.scene, plain), "attribute")
         out.append((ValItem(px, s.question, s.answer, "choice"), attr))
     return out
-
-
-@torch.no_grad()
-def first_tokens(model: LlavaForConditionalGeneration, tok, items: list[ValItem]) -> list[str]:
-    """Greedy first answer token of each item (all 196 visual tokens)."""
-    ids = token_ids(tok)
-    std = Standardize(model.config.vision_config.hidden_size)  # the exported model folds it in
-    preds: list[str] = []
-    for s in range(0, len(items), 32):
-        chunk = items[s : s + 32]
-        rows = [
-            (list(range(196)), [{"q": tok(it.question, add_special_tokens=False)["input_ids"], "a": 0}])
-            for it in chunk
-        ]
-        p = pack(ids, rows)
-        feats = vision_features(model, torch.stack([it.pixel_values for it in chunk]))
-        la, _, _ = lm_forward(model, project(model, std, feats), p)
-        preds += tok.convert_ids_to_tokens(la.argmax(-1).tolist())
-    return preds
 
 
 def main(argv: list[str] | None = None) -> None:

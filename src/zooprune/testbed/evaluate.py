@@ -16,6 +16,7 @@ from .batches import pixels
 from .data import make_samples
 from .packing import Standardize, TokenIds, lm_forward, pack, project, vision_features
 from .scenes import GRID
+from .trainkit import token_ids
 
 VAL_SEED = 999
 
@@ -73,3 +74,25 @@ def validation_accuracy(
     out["overall"] = float(np.mean([x for v in hits.values() for x in v]))
     model.train()
     return out
+
+
+@torch.no_grad()
+def first_tokens(
+    model: LlavaForConditionalGeneration, tok: PreTrainedTokenizerFast, items: list[ValItem], batch: int = 32
+) -> list[str]:
+    """Greedy first answer token of each item with all 196 visual tokens (an exported model:
+    its standardisation is folded into the projector). For the diagnosis probes in ``benchmarks/``."""
+    ids = token_ids(tok)
+    std = Standardize(model.config.vision_config.hidden_size)
+    preds: list[str] = []
+    for s in range(0, len(items), batch):
+        chunk = items[s : s + batch]
+        rows = [
+            (list(range(GRID * GRID)), [{"q": tok(it.question, add_special_tokens=False)["input_ids"], "a": 0}])
+            for it in chunk
+        ]
+        p = pack(ids, rows)
+        feats = vision_features(model, torch.stack([it.pixel_values for it in chunk]))
+        la, _, _ = lm_forward(model, project(model, std, feats), p)
+        preds += tok.convert_ids_to_tokens(la.argmax(-1).tolist())
+    return preds

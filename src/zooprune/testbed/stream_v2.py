@@ -133,6 +133,37 @@ def choice_drill(rng: np.random.Generator) -> tuple[str, str]:
     return f"{opts[k]} ? {listed} answer with the letter.", LETTERS[k]
 
 
+def place_question(item: dict[str, Any], horizontal: bool) -> tuple[str, str] | None:
+    """The single-item place question about a shape ``item`` on one axis: (question, answer), or
+    None for an item in the middle column (row) of the 7x7 cell grid.
+
+    "is the red circle at the left or right of the image?" -> left / right (cell column < 3 or
+    > 3); vertical: "... at the top or bottom of the image?" -> top / bottom (cell row).
+    """
+    key, (lo, hi) = ("col", ("left", "right")) if horizontal else ("row", ("top", "bottom"))
+    if item[key] == 3:
+        return None
+    return f"is the {item['colour']} {item['shape']} at the {lo} or {hi} of the image?", lo if item[key] < 3 else hi
+
+
+def place_drill(scene: Scene, rng: np.random.Generator) -> tuple[str, str, int] | None:
+    """A random :func:`place_question` about ``scene``: (question, answer, item index), or None.
+
+    It is the step before the two-item ``spatial`` comparison, which stays at chance on both
+    testbeds: can the model read where one named item is at all? Colour + shape name one shape
+    (drawn without replacement by ``scenes.draw_items``); the axis is drawn first, then a shape
+    off that axis's middle line.
+    """
+    horizontal = bool(rng.random() < 0.5)
+    key = "col" if horizontal else "row"
+    fits = [i for i, it in enumerate(scene["items"]) if it["kind"] == "shape" and it[key] != 3]
+    if not fits:
+        return None
+    i = fits[int(rng.integers(len(fits)))]
+    q, a = place_question(scene["items"][i], horizontal)  # type: ignore[misc]
+    return q, a, i
+
+
 def ground_patches_v2(scene: Scene, ids: np.ndarray, spec: dict[str, Any]) -> np.ndarray | None:
     """Bool [196]: the patches a question is about (the grounding target), None for whole-scene ones.
 
@@ -168,15 +199,21 @@ class V2Stream(EndlessStream):
         qa_per_image: int = 6,
         negatives: str = "basic",
         drill: float = 0.0,
+        place: float = 0.0,
     ) -> None:
         """``negatives``: a :data:`NEGATIVES` key (clip); ``drill``: share of qa questions replaced
-        by a :func:`choice_drill` (drawn from their own generator, so 0 leaves the stream as it was)."""
+        by a :func:`choice_drill`, ``place``: by a :func:`place_drill` about the same image (each
+        drawn from its own generator, so 0 leaves the stream as it was)."""
         if negatives not in NEGATIVES:
             raise ValueError(f"unknown hard negatives {negatives!r}; choose from {sorted(NEGATIVES)}")
-        if not 0.0 <= drill < 1.0:
-            raise ValueError(f"drill share must be in [0, 1), got {drill}")
+        for name, share in (("drill", drill), ("place", place)):
+            if not 0.0 <= share < 1.0:
+                raise ValueError(f"{name} share must be in [0, 1), got {share}")
+        if drill + place >= 1.0:
+            raise ValueError(f"drill + place shares must stay below 1, got {drill} + {place}")
         self.stage, self.seed, self.start, self.batch = stage, seed, start, batch
         self.tok, self.qa, self.negatives, self.drill = tokenizer, qa_per_image, negatives, drill
+        self.place = place
 
     def make_batch(self, step: int) -> dict[str, Any]:
         out: dict[str, Any] = {"pixel_values": [], "text": [], "negative": [], "qas": []}
@@ -192,6 +229,7 @@ class V2Stream(EndlessStream):
             if self.stage == "qa":
                 qas = []
                 drill_rng = np.random.default_rng([self.seed, 77, step * self.batch + j])
+                place_rng = np.random.default_rng([self.seed, 78, step * self.batch + j])
                 for _ in range(self.qa):
                     spec = draw_spec_v2(scene, rng)
                     if self.drill and drill_rng.random() < self.drill:
@@ -199,6 +237,13 @@ class V2Stream(EndlessStream):
                         qas.append({"q": text_ids(self.tok, q), "a": self.tok.convert_tokens_to_ids(a)})
                         qas[-1].update(ground=None, family="drill")
                         continue
+                    if self.place and place_rng.random() < self.place:
+                        drawn = place_drill(scene, place_rng)
+                        if drawn is not None:
+                            q, a, k = drawn
+                            qas.append({"q": text_ids(self.tok, q), "a": self.tok.convert_tokens_to_ids(a)})
+                            qas[-1].update(ground=touched_patches(item_ids, [k]), family="place")
+                            continue
                     qas.append(
                         {
                             "q": text_ids(self.tok, question_text_v2(spec)),

@@ -123,6 +123,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="share of qa questions replaced by a text-only letter lookup (stream_v2.choice_drill)",
     )
     ap.add_argument(
+        "--place-drill",
+        type=float,
+        default=0.0,
+        help="share of qa questions replaced by a single-item place question about the same image"
+        " (stream_v2.place_drill: left / right, top / bottom), the step before two-item spatial ones",
+    )
+    ap.add_argument(
         "--fixed-position",
         type=float,
         default=0.0,
@@ -257,7 +264,7 @@ class TrainerV2:
         ]
         seed = TRAIN_SEED_BASE_V2 + self.args.seed + ROUND_SEEDS * self.state.get("round", 0)
         a = self.args
-        ds = V2Stream(stage, seed, start, batch, self.tok, a.qa, a.hard_negatives, a.choice_drill)
+        ds = V2Stream(stage, seed, start, batch, self.tok, a.qa, a.hard_negatives, a.choice_drill, a.place_drill)
         if self.args.workers == 0:
             return iter(ds)
         return iter(
