@@ -22,7 +22,10 @@ Three stages, LLaVA-style, none of which names a token category or shapes attent
    the background region a question is about; none for whole-scene questions), faded out by 65 %
    of the stage. Both were added after a first run without them stayed at answer priors
    (docs/testbed-v2.md, "Training runs": per-patch probes found digits and shapes missing from
-   the tower's features, and the LLM ignoring what the features did hold).
+   the tower's features, and the LLM ignoring what the features did hold). Optional drills
+   replace a share of the questions: text-only letter lookups (``--choice-drill``) and
+   single-item place questions (``--place-drill``), each added after a probe showed the step
+   missing (docs/testbed-v2.md, runs 3 and 4).
 
 Time-based per stage; ``--max-steps`` caps each stage (tests). Checkpoints in ``--work``
 (``ckpt.pt``, every ``--save-every`` minutes and at each stage end) let ``--resume`` continue;
