@@ -24,7 +24,7 @@ from transformers import AutoTokenizer, LlavaForConditionalGeneration
 
 from zooprune.eval.stats import wilson_interval
 from zooprune.testbed.batches import pixels
-from zooprune.testbed.evaluate import ValItem, first_tokens
+from zooprune.testbed.evaluate import ValItem, first_tokens, held_out_family
 from zooprune.testbed.questions import answer_from_scene, question_text
 from zooprune.testbed.stream_v2 import choice_drill
 
@@ -33,20 +33,8 @@ DRILL_SEED = 1235  # held out: training drills draw from the training seeds (>= 
 
 def choice_pairs(variant: str, seed: int | None, n: int) -> list[tuple[ValItem, ValItem]]:
     """(choice question, the same question without options) for up to ``n`` held-out scenes."""
-    if variant == "v1":
-        from zooprune.testbed.data import EVAL_SEED, make_sample
-
-        seed = EVAL_SEED if seed is None else seed
-        samples = [make_sample(seed, i, "choice") for i in range(n)]
-    else:
-        from zooprune.testbed.questions_v2 import EVAL_SEED_V2, make_sample_v2
-
-        seed = EVAL_SEED_V2 if seed is None else seed
-        samples = [make_sample_v2(seed, i, "choice") for i in range(n)]
     out = []
-    for s in samples:
-        if s.family != "choice":  # the scene did not fit a choice question; another was drawn
-            continue
+    for s in held_out_family(variant, "choice", seed, n):
         plain = dict(s.spec, family="attribute")
         px = pixels(s.image)
         attr = ValItem(px, question_text(plain), answer_from_scene(s.scene, plain), "attribute")

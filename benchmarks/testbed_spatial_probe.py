@@ -29,7 +29,7 @@ from transformers import AutoTokenizer, LlavaForConditionalGeneration
 
 from zooprune.eval.stats import wilson_interval
 from zooprune.testbed.batches import pixels
-from zooprune.testbed.evaluate import ValItem, first_tokens
+from zooprune.testbed.evaluate import ValItem, first_tokens, held_out_family
 from zooprune.testbed.stream_v2 import place_question
 
 
@@ -49,20 +49,8 @@ def _place_item(px: torch.Tensor, it: dict, sub: str) -> ValItem | None:
 
 def spatial_cases(variant: str, seed: int | None, n: int) -> list[SpatialCase]:
     """Up to ``n`` held-out spatial questions with the place questions of their two items."""
-    if variant == "v1":
-        from zooprune.testbed.data import EVAL_SEED, make_sample
-
-        seed = EVAL_SEED if seed is None else seed
-        samples = [make_sample(seed, i, "spatial") for i in range(n)]
-    else:
-        from zooprune.testbed.questions_v2 import EVAL_SEED_V2, make_sample_v2
-
-        seed = EVAL_SEED_V2 if seed is None else seed
-        samples = [make_sample_v2(seed, i, "spatial") for i in range(n)]
     out = []
-    for s in samples:
-        if s.family != "spatial":  # the scene did not fit a spatial question; another was drawn
-            continue
+    for s in held_out_family(variant, "spatial", seed, n):
         spec, px = s.spec, pixels(s.image)
         shapes = {(it["colour"], it["shape"]): it for it in s.scene["items"] if it["kind"] == "shape"}
         a = shapes[(spec["colour"], spec["shape"])]

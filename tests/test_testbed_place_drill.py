@@ -118,3 +118,14 @@ def test_spatial_probe_summary_counts_a_hand_made_case():
     assert given["both_places_right"] == {"n": 1, "acc": 1.0, "ci95": pytest.approx(given["both_places_right"]["ci95"])}
     assert given["a_place_wrong"]["n"] == 1 and given["a_place_wrong"]["acc"] == 0.0
     assert rep["predicted_place"] == {"left": 3, "right": 1, "top": 1}
+
+
+def test_held_out_family_keeps_only_that_family_and_names_a_bad_variant():
+    from zooprune.testbed.evaluate import held_out_family
+
+    got = held_out_family("v2", "spatial", 7, 30)
+    assert 20 <= len(got) <= 30 and {s.family for s in got} == {"spatial"}
+    assert [s.question for s in got] == [c.question for c in held_out_family("v2", "spatial", 7, 30)]
+    assert {s.family for s in held_out_family("v1", "choice", 7, 10)} == {"choice"}
+    with pytest.raises(ValueError, match="unknown testbed variant 'v3'"):
+        held_out_family("v3", "spatial", 7, 3)

@@ -31,6 +31,23 @@ class ValItem:
     family: str
 
 
+def held_out_family(variant: str, family: str, seed: int | None, n: int) -> list:
+    """The samples of ``family`` among ``n`` held-out scenes of testbed ``variant`` ("v1" / "v2";
+    ``seed`` defaults to the variant's eval seed). A scene that does not fit the family got another
+    question and is left out, so up to ``n`` come back (``data.Sample`` / ``questions_v2.SampleV2``)."""
+    if variant == "v1":
+        from .data import EVAL_SEED, make_sample
+
+        samples = [make_sample(EVAL_SEED if seed is None else seed, i, family) for i in range(n)]
+    elif variant == "v2":
+        from .questions_v2 import EVAL_SEED_V2, make_sample_v2
+
+        samples = [make_sample_v2(EVAL_SEED_V2 if seed is None else seed, i, family) for i in range(n)]
+    else:
+        raise ValueError(f"unknown testbed variant {variant!r}; choose v1 or v2")
+    return [s for s in samples if s.family == family]
+
+
 def val_samples(seed: int, n: int) -> list[ValItem]:
     """``n`` family-balanced held-out questions of split ``seed``."""
     return [ValItem(pixels(s.image), s.question, s.answer, s.family) for s in make_samples(seed, n)]
