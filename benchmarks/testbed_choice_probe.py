@@ -14,17 +14,14 @@ No pruning method is involved. Teacher-forced first answer token, as in training
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import Counter
 
 import numpy as np
-import torch
-from transformers import AutoTokenizer, LlavaForConditionalGeneration
 
 from zooprune.eval.stats import wilson_interval
 from zooprune.testbed.batches import pixels
-from zooprune.testbed.evaluate import ValItem, first_tokens, held_out_family
+from zooprune.testbed.evaluate import ValItem, first_tokens, held_out_family, load_for_probes, probe_parser
 from zooprune.testbed.questions import answer_from_scene, question_text
 from zooprune.testbed.stream_v2 import choice_drill
 
@@ -43,17 +40,8 @@ def choice_pairs(variant: str, seed: int | None, n: int) -> list[tuple[ValItem, 
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="models/testbed-llava-v2")
-    ap.add_argument("--variant", choices=("v1", "v2"), default="v2")
-    ap.add_argument("--seed", type=int, default=None, help="held-out split (default: the eval seed)")
-    ap.add_argument("--n", type=int, default=400)
-    ap.add_argument("--out", default=None, help="write the JSON result here")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    model = LlavaForConditionalGeneration.from_pretrained(args.model, dtype=torch.float32).eval()
-    model.set_attn_implementation("eager")
-    tok = AutoTokenizer.from_pretrained(args.model)
+    args = probe_parser(__doc__.split("\n")[0]).parse_args(argv)
+    model, tok = load_for_probes(args.model)
     pairs = choice_pairs(args.variant, args.seed, args.n)
     pc = first_tokens(model, tok, [c for c, _ in pairs])
     pa = first_tokens(model, tok, [a for _, a in pairs])

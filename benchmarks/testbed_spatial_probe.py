@@ -18,18 +18,16 @@ No pruning method is involved. Teacher-forced first answer token, as in training
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer, LlavaForConditionalGeneration
 
 from zooprune.eval.stats import wilson_interval
 from zooprune.testbed.batches import pixels
-from zooprune.testbed.evaluate import ValItem, first_tokens, held_out_family
+from zooprune.testbed.evaluate import ValItem, first_tokens, held_out_family, load_for_probes, probe_parser
 from zooprune.testbed.stream_v2 import place_question
 
 
@@ -95,17 +93,8 @@ def summarise(cases: list[SpatialCase], spatial_pred: list[str], place_pred: lis
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="models/testbed-llava-v2")
-    ap.add_argument("--variant", choices=("v1", "v2"), default="v2")
-    ap.add_argument("--seed", type=int, default=None, help="held-out split (default: the eval seed)")
-    ap.add_argument("--n", type=int, default=400)
-    ap.add_argument("--out", default=None, help="write the JSON result here")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    model = LlavaForConditionalGeneration.from_pretrained(args.model, dtype=torch.float32).eval()
-    model.set_attn_implementation("eager")
-    tok = AutoTokenizer.from_pretrained(args.model)
+    args = probe_parser(__doc__.split("\n")[0]).parse_args(argv)
+    model, tok = load_for_probes(args.model)
     cases = spatial_cases(args.variant, args.seed, args.n)
     spatial_pred = first_tokens(model, tok, [c.spatial for c in cases])
     flat = [q for c in cases for q in c.places]

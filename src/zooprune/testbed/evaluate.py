@@ -6,11 +6,13 @@ from every training seed.
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
-from transformers import LlavaForConditionalGeneration, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, LlavaForConditionalGeneration, PreTrainedTokenizerFast
 
 from .batches import pixels
 from .data import make_samples
@@ -113,3 +115,22 @@ def first_tokens(
         la, _, _ = lm_forward(model, project(model, std, feats), p)
         preds += tok.convert_ids_to_tokens(la.argmax(-1).tolist())
     return preds
+
+
+def probe_parser(description: str) -> argparse.ArgumentParser:
+    """The options every held-out diagnosis probe in ``benchmarks/`` takes (model, variant, split, n, out)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--model", default="models/testbed-llava-v2")
+    ap.add_argument("--variant", choices=("v1", "v2"), default="v2")
+    ap.add_argument("--seed", type=int, default=None, help="held-out split (default: the eval seed)")
+    ap.add_argument("--n", type=int, default=400)
+    ap.add_argument("--out", default=None, help="write the JSON result here")
+    return ap
+
+
+def load_for_probes(model_dir: str) -> tuple[LlavaForConditionalGeneration, Any]:
+    """A saved testbed model for :func:`first_tokens`: float32, eager attention, one torch thread."""
+    torch.set_num_threads(1)
+    model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model.set_attn_implementation("eager")
+    return model, AutoTokenizer.from_pretrained(model_dir)
