@@ -15,7 +15,7 @@ import torch
 from transformers import AutoTokenizer, LlavaForConditionalGeneration, PreTrainedTokenizerFast
 
 from .batches import pixels
-from .data import make_samples
+from .data import EVAL_SEED, make_sample, make_samples
 from .packing import Standardize, TokenIds, lm_forward, pack, project, vision_features
 from .scenes import GRID
 from .trainkit import token_ids
@@ -38,8 +38,6 @@ def held_out_family(variant: str, family: str, seed: int | None, n: int) -> list
     ``seed`` defaults to the variant's eval seed). A scene that does not fit the family got another
     question and is left out, so up to ``n`` come back (``data.Sample`` / ``questions_v2.SampleV2``)."""
     if variant == "v1":
-        from .data import EVAL_SEED, make_sample
-
         samples = [make_sample(EVAL_SEED if seed is None else seed, i, family) for i in range(n)]
     elif variant == "v2":
         from .questions_v2 import EVAL_SEED_V2, make_sample_v2
