@@ -146,6 +146,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="weight of the clip stage's patch-reconstruction term (tower_v2.recon_loss; 0: off)",
     )
     ap.add_argument("--align-projector-only", action="store_true", help="freeze the Llama in align")
+    ap.add_argument(
+        "--stop-after",
+        choices=STAGES[:-1],
+        help="end after this stage (checkpoint + export to --out) so a probe can gate the next one;"
+        " the same command with --resume and without it continues",
+    )
     ap.add_argument("--eval-every", type=float, default=5.0, help="minutes between held-out evals (qa)")
     ap.add_argument("--val-n", type=int, default=400)
     ap.add_argument("--save-every", type=float, default=4.0, help="minutes between checkpoints")
@@ -442,7 +448,10 @@ class TrainerV2:
         for stage in STAGES:
             if self.state["stage"] == stage:
                 self.run_stage(stage)
-        self.evaluate()
+            if stage == self.args.stop_after:
+                break  # a gate: the checkpoint now starts the next stage
+        if self.state["stage"] == "done":
+            self.evaluate()
         self.export()
 
     def export(self) -> None:
