@@ -61,7 +61,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--data-seed",
         type=int,
         default=None,
-        help="testbed split to generate (default: the held-out eval seed)",
+        help="testbed split to generate (default: the held-out eval seed of the model's testbed, v1 or v2,"
+        " read from its tokenizer; v1 for other models)",
     )
     parser.add_argument(
         "--engine",
@@ -88,6 +89,8 @@ def handle(args: argparse.Namespace) -> int:
     from ..methods import get_method, list_methods
     from ..plots import plot_accuracy_vs_budget
     from ..testbed import EVAL_SEED
+    from ..testbed.questions_v2 import EVAL_SEED_V2
+    from ..testbed.variant import model_testbed_variant
     from ..vlm import load
 
     registered = sorted(list_methods(), key=lambda m: get_method(m).prunes)  # the unpruned model first
@@ -102,13 +105,16 @@ def handle(args: argparse.Namespace) -> int:
     if args.num_samples < 1 or args.batch_size < 1:
         raise ValueError("--num-samples and --batch-size must be >= 1")
     model_path = resolve_model(args.model)
-    data_seed = EVAL_SEED if args.data_seed is None else args.data_seed
     if args.data:
         items = jsonl_items(args.data, args.num_samples)
         source = {"data": str(Path(args.data).resolve()), "num_samples": len(items)}
-    else:
-        items = generated_items(data_seed, args.num_samples)
+    else:  # the questions of the testbed the model was trained on (v2 reads v1's words too)
+        variant = model_testbed_variant(model_path) or "v1"
+        data_seed = args.data_seed if args.data_seed is not None else EVAL_SEED_V2 if variant == "v2" else EVAL_SEED
+        items = generated_items(data_seed, args.num_samples, variant)
         source = {"testbed_seed": data_seed, "num_samples": len(items)}
+        if variant == "v2":  # v1 settings keep their old keys, so earlier predictions files resume
+            source["testbed"] = "v2"
     options = estimator_options(args, methods)  # for the methods that take an estimator only
     settings = {
         "model": str(Path(model_path).resolve()) if Path(model_path).exists() else model_path,

@@ -20,14 +20,24 @@ class EvalItem:
     family: str = "all"
 
 
-def generated_items(seed: int, num_samples: int) -> list[EvalItem]:
-    """``num_samples`` freshly generated testbed questions of split ``seed`` (families balanced)."""
+def generated_items(seed: int, num_samples: int, variant: str = "v1") -> list[EvalItem]:
+    """``num_samples`` freshly generated testbed questions of split ``seed`` (families balanced),
+    of testbed ``variant`` ("v1": ``testbed.make_samples``; "v2": ``questions_v2.make_samples_v2``)."""
     from ..testbed import TRAIN_SEED_BASE, make_samples
+    from ..testbed.questions_v2 import TRAIN_SEED_BASE_V2, make_samples_v2
 
-    if seed >= TRAIN_SEED_BASE:
+    if variant not in ("v1", "v2"):
+        raise ValueError(f"unknown testbed variant {variant!r} (v1 or v2)")
+    first_training_seed = TRAIN_SEED_BASE if variant == "v1" else TRAIN_SEED_BASE_V2
+    if seed >= first_training_seed:
         raise ValueError(
-            f"seed {seed} is a training seed (>= {TRAIN_SEED_BASE}); evaluate on a held-out seed"
+            f"seed {seed} is a {variant} training seed (>= {first_training_seed}); evaluate on a held-out seed"
         )
+    if variant == "v2":
+        return [
+            EvalItem(f"testbed-v2-{seed}-{i}", s.image, s.question, s.answer, s.family)
+            for i, s in enumerate(make_samples_v2(seed, num_samples))
+        ]
     return [
         EvalItem(f"testbed-{seed}-{i}", s.image, s.question, s.answer, s.family)
         for i, s in enumerate(make_samples(seed, num_samples))
