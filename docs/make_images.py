@@ -20,6 +20,7 @@ from pathlib import Path
 from zooprune.cli import main as zooprune_main
 from zooprune.cli.common import resolve_model
 from zooprune.eval.data import generated_items
+from zooprune.testbed.variant import model_testbed_variant
 
 HERE = Path(__file__).resolve().parent
 CHROMIUM_ARGS = [
@@ -28,9 +29,9 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 
 
-def example(seed: int, index: int, out: Path) -> tuple[Path, str]:
-    """A held-out testbed question: its image saved to ``out`` and its question."""
-    item = generated_items(seed, index + 1)[index]
+def example(model: str, seed: int, index: int, out: Path) -> tuple[Path, str]:
+    """A held-out question of the model's testbed: its image saved to ``out`` and its question."""
+    item = generated_items(seed, index + 1, model_testbed_variant(model) or "v1")[index]
     item.image.save(out)
     return out, item.question
 
@@ -96,7 +97,7 @@ def main() -> None:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        image, question = example(args.seed, args.index, Path(tmp) / "example_scene.png")
+        image, question = example(model, args.seed, args.index, Path(tmp) / "example_scene.png")
         print(f"question: {question}")
         viz_figure(model, image, question, out_dir / "viz_example.png", args.keep)
         demo_screenshot(model, image, question, out_dir / "demo.png", args.keep, free_port())

@@ -166,7 +166,7 @@ def test_asking_without_an_image_shows_an_error(page) -> None:
 def test_demo_starts_on_the_embedded_model_without_arguments(tmp_path: Path) -> None:
     from zooprune.eval.data import generated_items
 
-    item = generated_items(7, 5)[4]  # "what number is on the white tile?" -> 6
+    item = generated_items(7, 13, "v2")[12]  # the default model's testbed: "what number is on the white tile?"
     item.image.save(tmp_path / "scene.png")
     with serve_demo([], tmp_path / "demo.log") as url, browser_page(url) as page:
         assert "testbed-llava" in page.locator("body").inner_text()

@@ -2,8 +2,8 @@
 
 ``tests/lmms_eval_task/`` defines two tasks (YAML, loaded with ``--include_path``) over a split
 written by :func:`zooprune.testbed.write_split`: open answers (``generate_until``, exact match)
-and a two-way multiple choice (``loglikelihood``, accuracy). The model is the embedded testbed model when
-``models/testbed-llava`` exists, else a tiny random checkpoint (accuracy then means nothing,
+and a two-way multiple choice (``loglikelihood``, accuracy). The model is the v1 testbed model, whose
+questions the split holds, when ``models/testbed-llava`` exists, else a tiny random checkpoint (accuracy then means nothing,
 but it must be there). Skipped only when lmms-eval is not installed
 (``scripts/install_lmms_eval.sh`` installs it; CI does).
 """
@@ -50,12 +50,12 @@ def split_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The embedded testbed model if the repository has it, else a tiny random LLaVA."""
-    from zooprune.cli.common import DEFAULT_MODEL
+    """The v1 testbed model (the split is v1's) if the repository has it, else a tiny random LLaVA."""
     from zooprune.testing.tiny import save_tiny_llava
 
-    if DEFAULT_MODEL.is_dir():
-        return DEFAULT_MODEL
+    v1_model = Path(__file__).resolve().parents[1] / "models" / "testbed-llava"
+    if v1_model.is_dir():
+        return v1_model
     return save_tiny_llava(tmp_path_factory.mktemp("tiny-llava"), seed=0)
 
 

@@ -193,7 +193,7 @@ def test_embedded_model_figure_and_overlays(tmp_path, capsys) -> None:
     """The default model (no --model): 224 px, 14 x 14 tokens; overlays follow kept_indices exactly."""
     from zooprune.eval.data import generated_items
 
-    item = generated_items(7, 5)[4]  # "what number is on the white tile?"
+    item = generated_items(7, 13, "v2")[12]  # the default model's testbed: "what number is on the white tile?"
     image_path = tmp_path / "scene.png"
     item.image.save(image_path)
     out = tmp_path / "fig.png"

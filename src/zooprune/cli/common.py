@@ -8,8 +8,9 @@ from pathlib import Path
 
 from ..config import parse_keep
 
-#: The embedded testbed model (ships with the git repository, not with the wheel).
-DEFAULT_MODEL = Path(__file__).resolve().parents[3] / "models" / "testbed-llava"
+#: The embedded testbed model (ships with the git repository, not with the wheel): the v2 testbed
+#: since it met issue 13's bars; the v1 model stays beside it in ``models/testbed-llava``.
+DEFAULT_MODEL = Path(__file__).resolve().parents[3] / "models" / "testbed-llava-v2"
 
 
 def resolve_model(model: str | None) -> str:
@@ -29,7 +30,7 @@ def add_model_args(parser: argparse.ArgumentParser, *, model_required: bool = Tr
         "--model",
         required=model_required,
         help="model folder (save_pretrained layout) or hub id"
-        + ("" if model_required else "; default: the embedded testbed model models/testbed-llava"),
+        + ("" if model_required else "; default: the embedded testbed model models/testbed-llava-v2"),
     )
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument(
