@@ -59,7 +59,7 @@ def plot_curves(rows: list[dict[str, Any]], out: str | Path) -> Path:
                     [r["t"] / 60 for r in stage_rows],
                     [r[key] for r in stage_rows],
                     styles[k % 4],
-                    label=f"{key} (run {k + 1})",
+                    label=f"{key} (segment {k + 1})",
                 )
         ax.set(title=f"{stage} (training batches)", xlabel="stage minutes", ylim=(0, 1))
         ax.legend(fontsize=7)
@@ -69,7 +69,7 @@ def plot_curves(rows: list[dict[str, Any]], out: str | Path) -> Path:
             [r["t"] / 60 for r in train],
             [r["train_acc"] for r in train],
             styles[k % 4],
-            label=f"qa run {k + 1}",
+            label=f"qa segment {k + 1}",
         )
         val = [r for r in seg if "val" in r]
         if not val:
