@@ -88,9 +88,7 @@ def handle(args: argparse.Namespace) -> int:
     from ..eval.runner import evaluate
     from ..methods import get_method, list_methods
     from ..plots import plot_accuracy_vs_budget
-    from ..testbed import EVAL_SEED
-    from ..testbed.questions_v2 import EVAL_SEED_V2
-    from ..testbed.variant import model_testbed_variant
+    from ..testbed.variant import EVAL_SEEDS, model_testbed_variant
     from ..vlm import load
 
     registered = sorted(list_methods(), key=lambda m: get_method(m).prunes)  # the unpruned model first
@@ -110,7 +108,7 @@ def handle(args: argparse.Namespace) -> int:
         source = {"data": str(Path(args.data).resolve()), "num_samples": len(items)}
     else:  # the questions of the testbed the model was trained on (v2 reads v1's words too)
         variant = model_testbed_variant(model_path) or "v1"
-        data_seed = args.data_seed if args.data_seed is not None else EVAL_SEED_V2 if variant == "v2" else EVAL_SEED
+        data_seed = EVAL_SEEDS[variant] if args.data_seed is None else args.data_seed
         items = generated_items(data_seed, args.num_samples, variant)
         source = {"testbed_seed": data_seed, "num_samples": len(items)}
         if variant == "v2":  # v1 settings keep their old keys, so earlier predictions files resume

@@ -25,8 +25,9 @@ def generated_items(seed: int, num_samples: int, variant: str = "v1") -> list[Ev
     of testbed ``variant`` ("v1": ``testbed.make_samples``; "v2": ``questions_v2.make_samples_v2``)."""
     from ..testbed import TRAIN_SEED_BASE, make_samples
     from ..testbed.questions_v2 import TRAIN_SEED_BASE_V2, make_samples_v2
+    from ..testbed.variant import VARIANTS
 
-    if variant not in ("v1", "v2"):
+    if variant not in VARIANTS:
         raise ValueError(f"unknown testbed variant {variant!r} (v1 or v2)")
     first_training_seed = TRAIN_SEED_BASE if variant == "v1" else TRAIN_SEED_BASE_V2
     if seed >= first_training_seed:

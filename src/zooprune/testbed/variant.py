@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .data import EVAL_SEED
 from .questions import vocabulary
-from .questions_v2 import vocabulary_v2
+from .questions_v2 import EVAL_SEED_V2, vocabulary_v2
 
 VARIANTS: tuple[str, ...] = ("v1", "v2")
+#: The held-out evaluation split of each testbed.
+EVAL_SEEDS: dict[str, int] = {"v1": EVAL_SEED, "v2": EVAL_SEED_V2}
 
 
 def model_testbed_variant(model: str | Path) -> str | None:
@@ -33,4 +36,4 @@ def model_testbed_variant(model: str | Path) -> str | None:
     return None
 
 
-__all__ = ["VARIANTS", "model_testbed_variant"]
+__all__ = ["EVAL_SEEDS", "VARIANTS", "model_testbed_variant"]
