@@ -15,10 +15,12 @@ import torch
 from transformers import AutoTokenizer, LlavaForConditionalGeneration, PreTrainedTokenizerFast
 
 from .batches import pixels
-from .data import EVAL_SEED, make_sample, make_samples
+from .data import make_sample, make_samples
 from .packing import Standardize, TokenIds, lm_forward, pack, project, vision_features
+from .questions_v2 import make_sample_v2
 from .scenes import GRID
 from .trainkit import token_ids
+from .variant import EVAL_SEEDS, VARIANTS
 
 VAL_SEED = 999
 
@@ -37,14 +39,10 @@ def held_out_family(variant: str, family: str, seed: int | None, n: int) -> list
     """The samples of ``family`` among ``n`` held-out scenes of testbed ``variant`` ("v1" / "v2";
     ``seed`` defaults to the variant's eval seed). A scene that does not fit the family got another
     question and is left out, so up to ``n`` come back (``data.Sample`` / ``questions_v2.SampleV2``)."""
-    if variant == "v1":
-        samples = [make_sample(EVAL_SEED if seed is None else seed, i, family) for i in range(n)]
-    elif variant == "v2":
-        from .questions_v2 import EVAL_SEED_V2, make_sample_v2
-
-        samples = [make_sample_v2(EVAL_SEED_V2 if seed is None else seed, i, family) for i in range(n)]
-    else:
+    if variant not in EVAL_SEEDS:
         raise ValueError(f"unknown testbed variant {variant!r}; choose v1 or v2")
+    draw = make_sample if variant == "v1" else make_sample_v2
+    samples = [draw(EVAL_SEEDS[variant] if seed is None else seed, i, family) for i in range(n)]
     return [s for s in samples if s.family == family]
 
 
@@ -119,7 +117,7 @@ def probe_parser(description: str) -> argparse.ArgumentParser:
     """The options every held-out diagnosis probe in ``benchmarks/`` takes (model, variant, split, n, out)."""
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--model", default="models/testbed-llava-v2")
-    ap.add_argument("--variant", choices=("v1", "v2"), default="v2")
+    ap.add_argument("--variant", choices=VARIANTS, default="v2")
     ap.add_argument("--seed", type=int, default=None, help="held-out split (default: the eval seed)")
     ap.add_argument("--n", type=int, default=400)
     ap.add_argument("--out", default=None, help="write the JSON result here")
